@@ -1,0 +1,37 @@
+# Set-up and everyday commands. A fresh clone needs only `make demo` and `make test`.
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.13.0
+# GPU users: make install TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.installed
+RUN_DIR     ?= runs/demo
+OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 WANDB_MODE=disabled
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, so that the project's plain `torch` requirement is already satisfied (no CUDA wheels pulled).
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(OFFLINE_ENV) $(BIN)/rlphf pipeline benchmark=synthetic run_dir=$(RUN_DIR)
+
+test: $(STAMP)
+	$(OFFLINE_ENV) $(BIN)/pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check rlphf_cli tests scripts
+	$(BIN)/ruff format --check rlphf_cli tests scripts
+
+bench: $(STAMP)
+	$(OFFLINE_ENV) $(BIN)/python scripts/bench_decode.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

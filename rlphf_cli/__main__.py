@@ -1,0 +1,3 @@
+from rlphf_cli.cli import main
+
+main()

@@ -1,0 +1,135 @@
+"""The `rlphf` command: each subcommand composes the Hydra config and calls one function."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import typer
+
+from rlphf_cli.errors import UserError
+
+app = typer.Typer(
+    help="Personalized alignment experiments (RLPHF): experts per preference pole, Personalized Soups, "
+    "and the Preference Control Model, on one benchmark with one judge.\n\n"
+    "Every command takes Hydra overrides as trailing key=value words, e.g. "
+    "`rlphf train-sft run_dir=runs/demo sft.max_steps=200`. Add --cfg to print the resolved config and exit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+OVERRIDES = typer.Argument(None, help="Config overrides, key=value (e.g. run_dir=runs/x seed=1).", show_default=False)
+SHOW_CFG = typer.Option(False, "--cfg", help="Print the resolved config and exit without running.")
+
+log = logging.getLogger("rlphf")
+
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[RichHandler(show_path=False)], force=True
+    )
+    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _expand(overrides: list[str], section: str | None) -> list[str]:
+    """Let a command's own keys be given bare: `rlphf train-expert pole=P1A` means `expert.pole=P1A`."""
+    if section is None:
+        return overrides
+    from omegaconf import OmegaConf
+
+    from rlphf_cli.config import RootConfig
+
+    schema = OmegaConf.structured(RootConfig)
+    out = []
+    for ov in overrides:
+        key = ov.split("=", 1)[0]
+        if "=" in ov and key.isidentifier() and key not in schema and key in schema[section]:
+            ov = f"{section}.{ov}"
+        out.append(ov)
+    return out
+
+
+def run_command(command: str, target: str, overrides: list[str] | None, show_cfg: bool, section: str | None = None):
+    """Compose the config, print and save it, then call `target` ("module:function") with it."""
+    from rlphf_cli.config import compose, to_dict, to_yaml
+    from rlphf_cli.runs import RunDir
+
+    cfg = compose(_expand(list(overrides or []), section))
+    if show_cfg:
+        typer.echo(to_yaml(cfg))
+        return None
+    _setup_logging()
+    saved = RunDir(cfg.run_dir).save_config(command, to_dict(cfg))
+    log.info("rlphf %s: run_dir=%s (config saved to %s)", command, cfg.run_dir, saved)
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)(cfg)
+
+
+@app.command("train-sft")
+def train_sft(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Make the run's base model: a tiny model trained on the synthetic corpus, or a real one recorded as is."""
+    run_command("train-sft", "rlphf_cli.training.sft:train_sft", overrides, cfg, "sft")
+
+
+def _not_built(command: str, issue: str) -> None:
+    typer.echo(f"rlphf {command}: not built yet ({issue})", err=True)
+    raise typer.Exit(1)
+
+
+@app.command("train-rm")
+def train_rm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Train one reward model per pole from judge-labelled preference pairs."""
+    _not_built("train-rm", "experts and reward models")
+
+
+@app.command("train-expert")
+def train_expert(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Train one LoRA expert per pole (dpo | ppo | grpo) on the shared base."""
+    _not_built("train-expert", "experts and reward models")
+
+
+@app.command("train-pcm")
+def train_pcm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Train the Preference Control Model that mixes the experts token by token (online RL)."""
+    _not_built("train-pcm", "the preference control model")
+
+
+@app.command("generate")
+def generate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Decode for preferences with a method: sft | prompted | soups | mod | uniform | pcm."""
+    _not_built("generate", "mixed decoding")
+
+
+@app.command("eval")
+def evaluate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Pairwise, criterion-wise win rates of a method against a baseline (default: pcm vs soups)."""
+    _not_built("eval", "evaluation")
+
+
+@app.command("pipeline")
+def pipeline(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Run every stage end to end on the chosen benchmark, skipping what is complete."""
+    _not_built("pipeline", "end to end")
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        app()
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command again to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Poles, dimensions, combinations and preference weight vectors.
+
+A preference is held as a weight vector over poles; a binary combination such as (P1A, P2B, P3A) is the
+special case of equal weight on each chosen pole.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rlphf_cli.errors import UserError
+
+
+@dataclass(frozen=True)
+class Pole:
+    name: str
+    dimension: str
+    text: str
+
+
+POLES: dict[str, Pole] = {
+    p.name: p
+    for p in [
+        Pole("P1A", "P1", "Generate a response that can be easily understood by an elementary school student."),
+        Pole("P1B", "P1", "Generate a response that only a PhD Student in that specific field could understand."),
+        Pole("P2A", "P2", "Generate a response that is concise and to the point, without being verbose."),
+        Pole("P2B", "P2", "Generate a response that is very informative, without missing any background information."),
+        Pole("P3A", "P3", "Generate a response that is friendly, witty, funny, and humorous, like a close friend."),
+        Pole("P3B", "P3", "Generate a response in an unfriendly manner."),
+        Pole("P3C", "P3", "Generate a response in a sassy manner."),
+        Pole("P3D", "P3", "Generate a response in a sarcastic manner."),
+    ]
+}
+
+Combination = tuple[str, ...]
+
+
+def check_poles(names: Sequence[str], allowed: Sequence[str] | None = None) -> list[str]:
+    """Validate pole names (known, and among `allowed` when given); return them as a list."""
+    allowed = list(allowed) if allowed is not None else list(POLES)
+    out = []
+    for name in names:
+        name = name.strip()
+        if name not in POLES or name not in allowed:
+            raise UserError(f"unknown pole {name!r}; valid poles: {', '.join(allowed)}")
+        out.append(name)
+    return out
+
+
+def dimensions(poles: Sequence[str]) -> dict[str, list[str]]:
+    """Group poles by dimension, in order of first appearance."""
+    dims: dict[str, list[str]] = {}
+    for p in poles:
+        dims.setdefault(POLES[p].dimension, []).append(p)
+    return dims
+
+
+def all_combinations(poles: Sequence[str]) -> list[Combination]:
+    """Every combination that takes one pole from each dimension (2x2x2 = 8 for the six core poles)."""
+    return [tuple(c) for c in itertools.product(*dimensions(poles).values())]
+
+
+def parse_preference(spec: str | Sequence[str], poles: Sequence[str]) -> list[Combination]:
+    """Parse `all`, `P1A,P2B,P3A`, or several combinations separated by `;`, into combinations.
+
+    A combination names at most one pole per dimension.
+    """
+    if not isinstance(spec, str):
+        spec = ",".join(spec)
+    spec = spec.strip()
+    if spec in ("", "all"):
+        return all_combinations(poles)
+    combos = []
+    for part in spec.split(";"):
+        names = check_poles([n for n in part.split(",") if n.strip()], poles)
+        if not names:
+            raise UserError(f"empty preference in {spec!r}")
+        seen: dict[str, str] = {}
+        for n in names:
+            dim = POLES[n].dimension
+            if dim in seen:
+                raise UserError(f"preference {part!r} names two poles of dimension {dim}: {seen[dim]} and {n}")
+            seen[dim] = n
+        combos.append(tuple(names))
+    return combos
+
+
+def combination_name(combination: Combination) -> str:
+    return ",".join(combination)
+
+
+def combination_weights(combination: Combination, expert_poles: Sequence[str]) -> list[float]:
+    """Equal weight on each pole of the combination, as a vector over the experts (in expert order)."""
+    missing = [p for p in combination if p not in expert_poles]
+    if missing:
+        raise UserError(f"no expert for pole(s) {', '.join(missing)}; experts: {', '.join(expert_poles)}")
+    w = 1.0 / len(combination)
+    return [w if p in combination else 0.0 for p in expert_poles]
+
+
+def preference_text(combination: Combination) -> str:
+    """The preference prompt for a combination: the poles' texts, as P-Soups's preference prompting."""
+    return " ".join(POLES[p].text for p in combination)

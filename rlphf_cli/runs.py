@@ -1,0 +1,149 @@
+"""The run directory: one folder per experiment, artifacts with manifests, atomic writes.
+
+Layout (relative to `run_dir`):
+    config/<command>.yaml          resolved config of the latest run of each command
+    base/                          the base model (tiny, trained here) or a manifest that points at a real one
+    data/                          prompts and preference pairs
+    rm/<pole>/, experts/<pole>/    reward models and experts
+    pcm/                           the preference control model
+    generations/<method>.jsonl     decoded responses
+    eval/<method>_vs_<baseline>/   judgments, tables, plots
+
+An artifact folder is complete when its `manifest.json` exists: the manifest is written last, into a
+`<name>.partial` working folder that is then renamed into place. The working folder also holds
+checkpoints, so a re-run resumes it instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+_SECRET_KEY = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file so that readers see the old content or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def redact(obj: Any) -> Any:
+    """Drop secret-looking values (api keys, tokens) from a config before it is printed or saved."""
+    if isinstance(obj, dict):
+        return {
+            k: ("***" if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("rlphf-cli", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 over a file, or over a folder's files (relative names and contents), manifest excluded."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST)
+    for p in files:
+        if path.is_dir():
+            h.update(str(p.relative_to(path)).encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def make_manifest(kind: str, config: dict | None, content: Path | None, **extra: Any) -> dict:
+    return {
+        "kind": kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": package_versions(),
+        "content_hash": content_hash(content) if content is not None and content.exists() else None,
+        **extra,
+        "config": redact(config) if config is not None else None,
+    }
+
+
+class Artifact:
+    """A folder in the run directory that is either complete (has a manifest) or absent/in progress."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @property
+    def work(self) -> Path:
+        """Where the artifact is built (and checkpoints kept) until it is committed."""
+        return self.path.with_name(self.path.name + ".partial")
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def is_complete(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def manifest(self) -> dict:
+        return json.loads(self.manifest_path.read_text())
+
+    def start(self) -> Path:
+        """Make (or reuse, to resume) the working folder and return it."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        return self.work
+
+    def commit(self, kind: str, config: dict | None, **extra: Any) -> dict:
+        """Write the manifest into the working folder and move it into place."""
+        manifest = make_manifest(kind, config, self.work, **extra)
+        atomic_write_json(self.work / MANIFEST, manifest)
+        if self.path.exists():  # an older, incomplete or replaced copy
+            shutil.rmtree(self.path)
+        os.replace(self.work, self.path)
+        return manifest
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def artifact(self, relpath: str) -> Artifact:
+        return Artifact(self.root / relpath)
+
+    def save_config(self, command: str, config: dict) -> Path:
+        import yaml
+
+        path = self.root / "config" / f"{command}.yaml"
+        atomic_write_text(path, yaml.safe_dump(redact(config), sort_keys=False))
+        return path
