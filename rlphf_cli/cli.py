@@ -66,6 +66,9 @@ def run_command(command: str, target: str, overrides: list[str] | None, show_cfg
         typer.echo(to_yaml(cfg))
         return None
     _setup_logging()
+    from rlphf_cli.quiet import quiet_libraries
+
+    quiet_libraries()
     saved = RunDir(cfg.run_dir).save_config(command, to_dict(cfg))
     log.info("rlphf %s: run_dir=%s (config saved to %s)", command, cfg.run_dir, saved)
     module, func = target.split(":")
@@ -78,45 +81,47 @@ def train_sft(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     run_command("train-sft", "rlphf_cli.training.sft:train_sft", overrides, cfg, "sft")
 
 
-def _not_built(command: str, issue: str) -> None:
-    typer.echo(f"rlphf {command}: not built yet ({issue})", err=True)
-    raise typer.Exit(1)
-
-
 @app.command("train-rm")
 def train_rm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
-    """Train one reward model per pole from judge-labelled preference pairs."""
-    _not_built("train-rm", "experts and reward models")
+    """Train one reward model per pole from judge-labelled preference pairs (pole=P1A or pole=all)."""
+    run_command("train-rm", "rlphf_cli.training.rm:train_rm", overrides, cfg, "rm")
 
 
 @app.command("train-expert")
 def train_expert(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
-    """Train one LoRA expert per pole (dpo | ppo | grpo) on the shared base."""
-    _not_built("train-expert", "experts and reward models")
+    """Train one LoRA expert per pole on the shared base (pole=P1A|all algo=dpo|ppo|grpo)."""
+    run_command("train-expert", "rlphf_cli.training.expert:train_expert", overrides, cfg, "expert")
 
 
 @app.command("train-pcm")
 def train_pcm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """Train the Preference Control Model that mixes the experts token by token (online RL)."""
-    _not_built("train-pcm", "the preference control model")
+    run_command("train-pcm", "rlphf_cli.training.pcm:train_pcm", overrides, cfg, "pcm")
 
 
 @app.command("generate")
 def generate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
-    """Decode for preferences with a method: sft | prompted | soups | mod | uniform | pcm."""
-    _not_built("generate", "mixed decoding")
+    """Decode for preferences (preference=all|P1A,P2B,P3A) with a method: sft|prompted|soups|mod|uniform|pcm."""
+    run_command("generate", "rlphf_cli.decoding.generate:generate", overrides, cfg, "generate")
 
 
 @app.command("eval")
-def evaluate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+def evaluate(
+    overrides: list[str] = OVERRIDES,
+    method: str = typer.Option(None, "--method", help="Method to evaluate (default: pcm)."),
+    baseline: str = typer.Option(None, "--baseline", help="Baseline method, or `all` (default: soups)."),
+    cfg: bool = SHOW_CFG,
+):
     """Pairwise, criterion-wise win rates of a method against a baseline (default: pcm vs soups)."""
-    _not_built("eval", "evaluation")
+    extra = [f"eval.method={method}"] if method else []
+    extra += [f"eval.baseline={baseline}"] if baseline else []
+    run_command("eval", "rlphf_cli.evaluation.evaluate:evaluate", [*extra, *(overrides or [])], cfg, "eval")
 
 
 @app.command("pipeline")
 def pipeline(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """Run every stage end to end on the chosen benchmark, skipping what is complete."""
-    _not_built("pipeline", "end to end")
+    run_command("pipeline", "rlphf_cli.pipeline:pipeline", overrides, cfg)
 
 
 def main() -> None:

@@ -14,7 +14,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from rlphf_cli.decoding.generate_config import GenerateConfig
 from rlphf_cli.errors import UserError
+from rlphf_cli.evaluation.eval_config import EvalConfig
+from rlphf_cli.training.expert_config import ExpertConfig, LauncherConfig
+from rlphf_cli.training.pcm_config import PCMConfig
+from rlphf_cli.training.rm_config import PairsConfig, RewardModelConfig
 
 CORE_POLES = ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]
 
@@ -70,6 +75,13 @@ class RootConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    rm: RewardModelConfig = field(default_factory=RewardModelConfig)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    pcm: PCMConfig = field(default_factory=PCMConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

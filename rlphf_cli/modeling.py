@@ -47,9 +47,9 @@ def build_tokenizer(texts: list[str]):
     tok.decoder = decoders.WordPiece(cleanup=True)  # joins words with spaces, no space before punctuation
     specials = list(SPECIAL_TOKENS.values()) + CHAT_TOKENS
     tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS, additional_special_tokens=CHAT_TOKENS)
-    fast.padding_side = "left"
-    return fast
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, **SPECIAL_TOKENS, additional_special_tokens=CHAT_TOKENS, padding_side="left"
+    )
 
 
 def build_tiny_model(model_cfg, tokenizer, seed: int = 0):

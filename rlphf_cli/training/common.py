@@ -35,6 +35,8 @@ def trainer_kwargs(cfg, output_dir: Path, run_name: str) -> dict:
         "save_strategy": "steps",
         "disable_tqdm": False,
         "dataloader_num_workers": 0,
+        "activation_checkpointing": False,  # TRL configs turn it on by default; it only costs time here
+        "ddp_find_unused_parameters": False,
     }
 
 

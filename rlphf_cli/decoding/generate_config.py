@@ -1,0 +1,21 @@
+"""Config of `rlphf generate`: the method, the preferences, the prompts and the sampler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class GenerateConfig:
+    method: str = "pcm"  # sft | prompted | soups | mod | uniform | pcm
+    preference: str = "all"  # all, or poles such as P1A,P2B,P3A; several combinations separated by ;
+    prompts: str | None = None  # a .jsonl file with id and prompt per line; None: the benchmark's eval prompts
+    soups_merge: str = "psoups"  # psoups (mean of LoRA A and B, as the P-Soups code) | delta (mean of B@A)
+    mixing: str | None = None  # prob | log; None: the method's own (mod: log, others: prob)
+    max_new_tokens: int = 96
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+    batch_size: int = 16
+    seed: int = 0
