@@ -118,6 +118,12 @@ def evaluate(
     run_command("eval", "rlphf_cli.evaluation.evaluate:evaluate", [*extra, *(overrides or [])], cfg, "eval")
 
 
+@app.command("report")
+def report(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Gather every evaluation in the run directory into one table of methods x baselines."""
+    run_command("report", "rlphf_cli.evaluation.report:report", overrides, cfg, "eval")
+
+
 @app.command("pipeline")
 def pipeline(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """Run every stage end to end on the chosen benchmark, skipping what is complete."""
