@@ -144,13 +144,21 @@ def _explain(exc: Exception, overrides: list[str]) -> str:
     return f"bad config or override ({' '.join(overrides)}): {msg}"
 
 
+def _quote_lists(override: str) -> str:
+    """`preference=P1A,P2B` means the string "P1A,P2B" here (Hydra would read a sweep, which compose refuses)."""
+    key, eq, value = override.partition("=")
+    if eq and re.search(r"[,;]", value) and value[:1] not in "[{'\"" and "'" not in value:
+        return f"{key}='{value}'"
+    return override
+
+
 def compose(overrides: list[str] | None = None) -> DictConfig:
     """Compose the root config with `key=value` overrides; raise UserError on any bad override."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    overrides = list(overrides or [])
+    overrides = [_quote_lists(o) for o in overrides or []]
     register()
     GlobalHydra.instance().clear()
     try:

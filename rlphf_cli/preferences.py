@@ -103,3 +103,56 @@ def combination_weights(combination: Combination, expert_poles: Sequence[str]) -
 def preference_text(combination: Combination) -> str:
     """The preference prompt for a combination: the poles' texts, as P-Soups's preference prompting."""
     return " ".join(POLES[p].text for p in combination)
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A combination of poles and the weight of each (equal unless given as `P1A:0.7,P2B:0.3`)."""
+
+    combination: Combination
+    weights: tuple[float, ...]
+
+    @property
+    def name(self) -> str:
+        return combination_name(self.combination)
+
+    @property
+    def uniform(self) -> bool:
+        return max(self.weights) - min(self.weights) < 1e-9
+
+
+def parse_weighted_preferences(spec: str, poles: Sequence[str]) -> list[Preference]:
+    """Like `parse_preference`, but each pole may carry a weight: `P1A:0.5,P2B:0.3,P3A:0.2`.
+
+    Negative weights are refused; weights that do not sum to 1 are normalised, with a warning.
+    """
+    import logging
+
+    out = []
+    for part in (spec or "all").split(";"):
+        names, weights = [], []
+        for item in part.split(","):
+            name, _, weight = item.partition(":")
+            names.append(name)
+            try:
+                weights.append(float(weight) if weight else None)
+            except ValueError:
+                raise UserError(f"bad weight {weight!r} for {name.strip()} in preference {part!r}") from None
+        (combination,) = parse_preference(",".join(names), poles) if part.strip() != "all" else [None]
+        if combination is None:
+            out += [Preference(c, (1.0 / len(c),) * len(c)) for c in all_combinations(poles)]
+            continue
+        if all(w is None for w in weights):
+            out.append(Preference(combination, (1.0 / len(combination),) * len(combination)))
+            continue
+        if any(w is None for w in weights):
+            raise UserError(f"preference {part!r}: give a weight for every pole or for none")
+        if any(w < 0 for w in weights):
+            raise UserError(f"preference {part!r}: weights must not be negative")
+        total = sum(weights)
+        if total <= 0:
+            raise UserError(f"preference {part!r}: weights sum to zero")
+        if abs(total - 1.0) > 1e-6:
+            logging.getLogger(__name__).warning("preference %s: weights sum to %g; normalised to 1", part, total)
+        out.append(Preference(combination, tuple(w / total for w in weights)))
+    return out

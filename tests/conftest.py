@@ -41,3 +41,35 @@ def base_run(tmp_path_factory):
     cfg = compose([f"run_dir={run_dir}"])
     train_sft(cfg)
     return run_dir
+
+
+def make_random_expert_run(run_dir, poles=("P1A", "P1B", "P2A", "P2B", "P3A", "P3B"), seed=0):
+    """A run directory with an untrained tiny base and random LoRA experts: fast, for decoding plumbing."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from rlphf_cli.benchmarks import get_benchmark
+    from rlphf_cli.config import compose
+    from rlphf_cli.modeling import build_tiny_model, build_tokenizer
+    from rlphf_cli.runs import RunDir
+
+    cfg = compose([f"run_dir={run_dir}", "model.hidden_size=32", "model.intermediate_size=64",
+                   "model.num_hidden_layers=2"])
+    run = RunDir(run_dir)
+    tokenizer = build_tokenizer(get_benchmark(cfg.benchmark).vocabulary_text())
+    base = build_tiny_model(cfg.model, tokenizer, seed)
+    art = run.artifact("base")
+    base.save_pretrained(art.start())
+    tokenizer.save_pretrained(art.work)
+    art.commit("base", None, source=None)
+    gen = torch.Generator().manual_seed(seed)
+    for pole in poles:
+        model = get_peft_model(build_tiny_model(cfg.model, tokenizer, seed),
+                               LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.data.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        exp = run.artifact(f"experts/{pole}")
+        model.save_pretrained(exp.start())
+        exp.commit("expert", None, pole=pole, algo="random")
+    return cfg

@@ -1,0 +1,236 @@
+"""The mixture decoding engine: K experts in lockstep, one token at a time, mixed with per-step weights.
+
+Experts are either LoRA adapters on one base (one batched forward per step, rows replicated per expert,
+peft's per-row `adapter_names`, one KV cache) or K separate models that share a tokenizer (one forward and
+one cache each). A weight provider gives the mixture weights before every token: fixed weights, or a model
+(the PCM) that reads the same token stream. Mixing happens after each expert's log-softmax, in probability
+space (`logsumexp(log w + logp)`, the PCM paper's choice) or in log space (`sum w logp`, as MOD);
+temperature, top-k, top-p and greedy are applied once, to the mixture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from transformers import DynamicCache
+
+BASE = "__base__"  # peft's name for "no adapter" in a per-row adapter list
+
+
+@dataclass
+class Sampler:
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+
+    def __call__(self, logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Pick the next token of every row from mixed log-probabilities [B, V]."""
+        if self.greedy or self.temperature == 0:
+            return logp.argmax(-1)
+        logits = logp / self.temperature
+        if self.top_k and self.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) >= self.top_p  # keep the smallest prefix reaching top_p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        probs = logits.softmax(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def mix(logp: torch.Tensor, weights: torch.Tensor, mode: str = "prob") -> torch.Tensor:
+    """Combine expert log-probs [B, K, V] with weights [B, K] into normalised log-probs [B, V]."""
+    if logp.shape[1] == 1:
+        return logp[:, 0]
+    if mode == "prob":
+        return torch.logsumexp(weights.clamp_min(0).log()[:, :, None] + logp, dim=1)
+    if mode == "log":
+        # experts with zero weight must not contribute -inf * 0 = nan
+        combined = torch.einsum("bk,bkv->bv", weights, logp.masked_fill(weights[:, :, None] == 0, 0.0))
+        return combined.log_softmax(-1)
+    raise ValueError(f"unknown mixing mode {mode!r}; valid: prob, log")
+
+
+class Experts(Protocol):
+    names: list[str]
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, active: list[str]) -> torch.Tensor:
+        """Run the prompts [B, T]; return the active experts' next-token log-probs [B, Ka, V]."""
+
+    def step(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row [B] (mask already extended); return log-probs [B, Ka, V]."""
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+
+
+class _CachedForward:
+    """One model (rows may carry per-row adapter names) with a KV cache, or recomputing without one."""
+
+    def __init__(self, model, use_cache: bool = True):
+        self.model = model
+        self.use_cache = use_cache
+
+    def start(self, input_ids, attention_mask, **kwargs) -> torch.Tensor:
+        self.kwargs = kwargs
+        self.ids, self.mask = input_ids, attention_mask
+        self.cache = DynamicCache() if self.use_cache else None
+        return self._forward(input_ids, attention_mask, _positions(attention_mask))
+
+    def step(self, tokens, attention_mask) -> torch.Tensor:
+        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
+        if self.use_cache:
+            pos = _positions(attention_mask)[:, -1:]
+            return self._forward(tokens[:, None], attention_mask, pos)
+        return self._forward(self.ids, attention_mask, _positions(attention_mask))
+
+    @torch.no_grad()
+    def _forward(self, ids, mask, pos) -> torch.Tensor:
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=self.cache,
+            use_cache=self.use_cache,
+            **self.kwargs,
+        )
+        return out.logits[:, -1].float().log_softmax(-1)
+
+
+class AdapterExperts:
+    """Experts as LoRA adapters on one peft model: one forward per step over B x Ka rows."""
+
+    def __init__(self, model, use_cache: bool = True):
+        self.model = model.eval()
+        self.fwd = _CachedForward(self.model, use_cache)
+
+    @property
+    def names(self) -> list[str]:  # read live: soups add adapters as they go
+        return list(getattr(self.model, "peft_config", {}).keys())
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.k, dim=0)
+
+    def prefill(self, input_ids, attention_mask, active):
+        unknown = [a for a in active if a != BASE and a not in self.names]
+        if unknown:
+            raise KeyError(f"unknown expert adapter(s) {unknown}; loaded: {self.names}")
+        self.k, batch = len(active), input_ids.shape[0]
+        # row b*k + i carries adapter active[i]; a plain model (no adapters) takes no names
+        kwargs = {"adapter_names": [a for _ in range(batch) for a in active]} if self.names else {}
+        logp = self.fwd.start(self._rows(input_ids), self._rows(attention_mask), **kwargs)
+        return logp.view(batch, self.k, -1)
+
+    def step(self, tokens, attention_mask):
+        logp = self.fwd.step(self._rows(tokens), self._rows(attention_mask))
+        return logp.view(tokens.shape[0], self.k, -1)
+
+
+class SeparateExperts:
+    """Experts as separate models sharing a tokenizer (the black-box case): one forward and cache each."""
+
+    def __init__(self, models: dict[str, object], use_cache: bool = True):
+        self.names = list(models)
+        self.fwds = {name: _CachedForward(m.eval(), use_cache) for name, m in models.items()}
+
+    def prefill(self, input_ids, attention_mask, active):
+        unknown = [a for a in active if a not in self.fwds]
+        if unknown:
+            raise KeyError(f"unknown expert(s) {unknown}; loaded: {self.names}")
+        self.active = list(active)
+        return torch.stack([self.fwds[a].start(input_ids, attention_mask) for a in self.active], dim=1)
+
+    def step(self, tokens, attention_mask):
+        return torch.stack([self.fwds[a].step(tokens, attention_mask) for a in self.active], dim=1)
+
+
+class WeightProvider(Protocol):
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Weights [B, Ka] for the first new token, having read the prompts."""
+
+    def step(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Read one more token per row; weights [B, Ka] for the next one."""
+
+
+class FixedWeights:
+    """The same weights at every step (uniform mixtures, MOD, one-hot checks)."""
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = weights
+
+    def prefill(self, input_ids, attention_mask):
+        return self.weights.to(input_ids.device)
+
+    def step(self, tokens, attention_mask):
+        return self.weights.to(tokens.device)
+
+
+@dataclass
+class Decoded:
+    tokens: list[list[int]]  # new tokens per row, up to and including EOS
+    weights: list[torch.Tensor] = field(default_factory=list)  # per row [T_i, Ka] when recorded
+    expert_logps: list[torch.Tensor] = field(default_factory=list)  # per row [T_i, Ka]: logp_k(chosen token)
+
+
+def left_pad(prompts: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def decode(
+    experts: Experts,
+    provider: WeightProvider,
+    prompts: list[list[int]],
+    active: list[str],
+    *,
+    eos_token_id: int,
+    pad_token_id: int,
+    max_new_tokens: int = 64,
+    mixing: str = "prob",
+    sampler: Sampler | None = None,
+    generator: torch.Generator | None = None,
+    record: bool = False,
+    device: torch.device | str = "cpu",
+) -> Decoded:
+    """Decode a batch of prompts (token ids, unpadded) with the active experts mixed by the provider."""
+    sampler = sampler or Sampler()
+    ids, mask = left_pad(prompts, pad_token_id, device)
+    batch = ids.shape[0]
+    logp = experts.prefill(ids, mask, active)
+    weights = provider.prefill(ids, mask)
+    done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+    out_tokens, out_w, out_lp = [], [], []
+    for t in range(max_new_tokens):
+        token = sampler(mix(logp, weights, mixing), generator)
+        token = token.masked_fill(done, pad_token_id)
+        out_tokens.append(token)
+        if record:
+            out_w.append(weights.float())
+            out_lp.append(logp.gather(-1, token[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(-1))
+        done |= token == eos_token_id
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        logp = experts.step(token, mask)
+        weights = provider.step(token, mask)
+    steps = torch.stack(out_tokens, dim=1).tolist()
+    result = Decoded(tokens=[])
+    for i, row in enumerate(steps):
+        n = row.index(eos_token_id) + 1 if eos_token_id in row else len(row)
+        result.tokens.append(row[:n])
+        if record:
+            result.weights.append(torch.stack([w[i] for w in out_w[:n]]))
+            result.expert_logps.append(torch.stack([lp[i] for lp in out_lp[:n]]))
+    return result

@@ -1,0 +1,126 @@
+"""Invariants of the mixture decoding engine, on tiny random models with three random LoRA experts."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, SeparateExperts, decode, mix
+
+VOCAB, EOS, PAD = 64, 2, 0
+NAMES = ["P1A", "P2B", "P3A"]
+PROMPTS = [[5, 9, 11, 3], [7, 8], [12, 13, 14, 15, 16, 17]]
+
+
+def tiny_base(seed=0):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def with_experts(base):
+    lora = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], lora_dropout=0.0)
+    model = get_peft_model(base, LoraConfig(**lora), adapter_name=NAMES[0])
+    for name in NAMES[1:]:
+        model.add_adapter(name, LoraConfig(**lora))
+    gen = torch.Generator().manual_seed(1)
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            p.data.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def peft_model():
+    return with_experts(tiny_base())
+
+
+def run(experts, weights, active, prompts=PROMPTS, **kw):
+    w = torch.tensor(weights, dtype=torch.float).expand(len(prompts), -1)
+    kw.setdefault("sampler", Sampler(greedy=True))
+    return decode(experts, FixedWeights(w), prompts, active, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=12, **kw)
+
+
+def own_greedy(model, adapter, prompt, n=12):
+    """Reference: the adapter alone, one unpadded row, through generate()."""
+    model.set_adapter(adapter)
+    ids = torch.tensor([prompt])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                         eos_token_id=EOS, pad_token_id=PAD)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_one_hot_weights_reproduce_the_expert_adapter_path(peft_model, index):
+    weights = [1.0 if i == index else 0.0 for i in range(3)]
+    got = run(AdapterExperts(peft_model), weights, NAMES).tokens
+    for prompt, tokens in zip(PROMPTS, got):
+        expected = own_greedy(peft_model, NAMES[index], prompt)
+        assert tokens == expected[: len(tokens)] and (tokens[-1] == EOS or len(tokens) == 12)
+
+
+def test_one_hot_weights_reproduce_the_expert_separate_models():
+    models = {name: tiny_base(seed=i) for i, name in enumerate(NAMES)}
+    got = run(SeparateExperts(models), [0.0, 1.0, 0.0], NAMES).tokens
+    for prompt, tokens in zip(PROMPTS, got):
+        ids = torch.tensor([prompt])
+        ref = models["P2B"].generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                     do_sample=False, eos_token_id=EOS, pad_token_id=PAD)[0, len(prompt):].tolist()
+        assert tokens == ref[: len(tokens)]
+
+
+@pytest.mark.parametrize("mode", ["prob", "log"])
+def test_cached_decoding_equals_uncached(peft_model, mode):
+    cached = run(AdapterExperts(peft_model), [0.5, 0.3, 0.2], NAMES, mixing=mode, record=True)
+    uncached = run(AdapterExperts(peft_model, use_cache=False), [0.5, 0.3, 0.2], NAMES, mixing=mode, record=True)
+    assert cached.tokens == uncached.tokens
+    for a, b in zip(cached.expert_logps, uncached.expert_logps):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_probability_mixture_of_identical_experts_equals_the_expert(peft_model):
+    logp = torch.randn(2, 1, VOCAB).log_softmax(-1).expand(2, 3, VOCAB)
+    for mode in ("prob", "log"):
+        torch.testing.assert_close(mix(logp, torch.tensor([[0.2, 0.3, 0.5]] * 2), mode), logp[:, 0])
+    same = run(AdapterExperts(peft_model), [0.3, 0.3, 0.4], ["P2B", "P2B", "P2B"], record=True)
+    alone = run(AdapterExperts(peft_model), [1.0], ["P2B"])
+    assert same.tokens == alone.tokens
+
+
+def test_mixing_formulas():
+    logp = torch.randn(1, 2, 5).log_softmax(-1)
+    w = torch.tensor([[0.25, 0.75]])
+    expected_prob = (0.25 * logp[0, 0].exp() + 0.75 * logp[0, 1].exp()).log()
+    torch.testing.assert_close(mix(logp, w, "prob")[0], expected_prob)
+    expected_log = (0.25 * logp[0, 0] + 0.75 * logp[0, 1]).log_softmax(-1)
+    torch.testing.assert_close(mix(logp, w, "log")[0], expected_log)
+
+
+def test_base_rows_and_unknown_adapter(peft_model):
+    base_rows = run(AdapterExperts(peft_model), [1.0], [BASE]).tokens
+    with peft_model.disable_adapter():
+        ref = [own_greedy_base(peft_model, p) for p in PROMPTS]
+    assert [t == r[: len(t)] for t, r in zip(base_rows, ref)] == [True] * 3
+    with pytest.raises(KeyError, match="nope"):
+        run(AdapterExperts(peft_model), [1.0], ["nope"])
+
+
+def own_greedy_base(model, prompt):
+    ids = torch.tensor([prompt])
+    return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                          eos_token_id=EOS, pad_token_id=PAD)[0, len(prompt):].tolist()
+
+
+def test_seeded_sampling_is_reproducible_and_filters_apply(peft_model):
+    def sample(seed, **s):
+        return run(AdapterExperts(peft_model), [0.3, 0.3, 0.4], NAMES, sampler=Sampler(**s),
+                   generator=torch.Generator().manual_seed(seed)).tokens
+
+    assert sample(3, temperature=1.0) == sample(3, temperature=1.0)
+    assert sample(3, top_k=1) == run(AdapterExperts(peft_model), [0.3, 0.3, 0.4], NAMES).tokens  # top-1 = greedy
+    logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    picks = {Sampler(top_p=0.7)(logp, torch.Generator().manual_seed(i)).item() for i in range(200)}
+    assert picks == {0, 1}
