@@ -51,8 +51,8 @@ class ModelConfig:
 
 @dataclass
 class SFTConfig:
-    max_steps: int = 600
-    learning_rate: float = 3e-3
+    max_steps: int = 800
+    learning_rate: float = 5e-3
     batch_size: int = 32
     warmup_steps: int = 30
     save_steps: int = 200

@@ -7,5 +7,25 @@ from dataclasses import dataclass
 
 @dataclass
 class PCMConfig:
-    size: str = "tiny"
+    # The network: a LLaMA-style body. conf/pcm/ holds sizes (tiny for the synthetic benchmark, about
+    # 160M parameters for real runs); `init_from` starts from a pretrained small model of the experts' vocabulary.
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 512
+    init_from: str | None = None
+    # Training: online RL over every combination, experts frozen.
     algo: str = "rebel"  # rebel | rloo
+    steps: int = 60
+    prompts_per_step: int = 4  # per combination; each prompt gets `samples_per_prompt` responses
+    samples_per_prompt: int = 2
+    update_epochs: int = 2  # passes over each batch of samples (the expert log-probs are reused)
+    learning_rate: float = 1e-3
+    rebel_eta: float = 1.0  # REBEL's 1/eta scales the log-ratio differences
+    bt_scale: float = 1.0  # rewards are normalised as sigmoid(bt_scale * (r(y) - r(y_ref)))
+    reward: str = "judge"  # judge (programmatic) | reward_model
+    max_new_tokens: int = 96
+    temperature: float = 1.0
+    save_steps: int = 20
+    eval_prompts: int = 48  # held-out prompts for the closing PCM-vs-uniform comparison (0: skip)

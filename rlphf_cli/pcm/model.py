@@ -1,0 +1,138 @@
+"""The PCM network, its saving and loading.
+
+A LLaMA-style body reads the experts' token stream (instruction, then the partial response); the
+preference enters as a weight vector over the poles, projected and added to every input embedding, so a
+continuous, user-inferred preference (PReF) is as easy to give as a binary combination. A linear head
+gives one logit per expert; the head starts at zero, so an untrained PCM is exactly the uniform mixture.
+
+Saved as a folder: the body as a Hugging Face model (`config.json`, `model.safetensors`), the preference
+projection and head in `pcm_head.safetensors`, and `pcm.json` naming the poles and the experts in order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rlphf_cli.errors import UserError
+
+HEAD_FILE = "pcm_head.safetensors"
+META_FILE = "pcm.json"
+
+
+class PreferenceControlModel(nn.Module):
+    def __init__(self, body, poles: list[str], experts: list[str]):
+        super().__init__()
+        self.body = body  # a transformers LlamaModel (no LM head)
+        self.poles = list(poles)
+        self.experts = list(experts)
+        hidden = body.config.hidden_size
+        self.preference = nn.Linear(len(poles), hidden, bias=False)
+        self.head = nn.Linear(hidden, len(experts))
+        nn.init.normal_(self.preference.weight, std=body.config.initializer_range)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids, attention_mask, preference, past_key_values=None, use_cache=False):
+        """Expert logits [B, T, K] at every position; `preference` is [B, n_poles]."""
+        embeds = self.body.get_input_embeddings()(input_ids) + self.preference(preference)[:, None, :]
+        if past_key_values is not None and past_key_values.get_seq_length() > 0:
+            positions = (attention_mask.long().cumsum(-1) - 1)[:, -input_ids.shape[1] :]
+        else:
+            positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+        out = self.body(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+        return self.head(out.last_hidden_state), out.past_key_values
+
+    def preference_vector(self, combination, weights) -> torch.Tensor:
+        vec = torch.zeros(len(self.poles))
+        for pole, w in zip(combination, weights, strict=True):
+            if pole not in self.poles:
+                raise UserError(f"the PCM knows no pole {pole!r}; its poles: {', '.join(self.poles)}")
+            vec[self.poles.index(pole)] = w
+        return vec
+
+    def active_mask(self, active: list[str]) -> torch.Tensor:
+        """Which of the PCM's experts take part (the combination's poles)."""
+        missing = [a for a in active if a not in self.experts]
+        if missing:
+            raise UserError(
+                f"the PCM was trained for experts {', '.join(self.experts)}; got {', '.join(missing)}"
+            )
+        return torch.tensor([e in active for e in self.experts])
+
+    def log_weights(self, logits: torch.Tensor, active: list[str]) -> torch.Tensor:
+        """Log-softmax over the active experts only, ordered as `active`: [..., K] -> [..., Ka]."""
+        inactive = ~self.active_mask(active).to(logits.device)
+        order = [self.experts.index(a) for a in active]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
+        return logits.masked_fill(inactive, float("-inf")).log_softmax(-1)[..., order]
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.body.save_pretrained(folder, safe_serialization=True)
+        save_file({k: v.contiguous() for k, v in self._extra_state().items()}, folder / HEAD_FILE)
+        (folder / META_FILE).write_text(json.dumps({"poles": self.poles, "experts": self.experts}, indent=2))
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        return {
+            "preference.weight": self.preference.weight.detach().cpu(),
+            "head.weight": self.head.weight.detach().cpu(),
+            "head.bias": self.head.bias.detach().cpu(),
+        }
+
+    @classmethod
+    def load(cls, folder: Path, experts: list[str] | None = None) -> PreferenceControlModel:
+        from transformers import LlamaModel
+
+        folder = Path(folder)
+        if not (folder / META_FILE).is_file():
+            raise UserError(f"no PCM in {folder}: run `rlphf train-pcm` first")
+        meta = json.loads((folder / META_FILE).read_text())
+        if experts is not None and list(experts) != meta["experts"]:
+            raise UserError(
+                f"the PCM in {folder} was trained for experts [{', '.join(meta['experts'])}] "
+                f"({len(meta['experts'])}), not [{', '.join(experts)}] ({len(experts)})"
+            )
+        model = cls(LlamaModel.from_pretrained(folder), meta["poles"], meta["experts"])
+        state = load_file(folder / HEAD_FILE)
+        model.preference.weight.data.copy_(state["preference.weight"])
+        model.head.weight.data.copy_(state["head.weight"])
+        model.head.bias.data.copy_(state["head.bias"])
+        return model
+
+
+def build_pcm(pcm_cfg, vocab_size: int, pad_token_id: int, poles: list[str], experts: list[str], seed: int):
+    """A fresh PCM: a LLaMA-style body of the configured size, or one initialised from `pcm.init_from`."""
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(seed)
+    if pcm_cfg.init_from:
+        body = LlamaModel.from_pretrained(pcm_cfg.init_from)
+        if body.config.vocab_size != vocab_size:
+            raise UserError(
+                f"pcm.init_from={pcm_cfg.init_from} has vocabulary {body.config.vocab_size}, the experts {vocab_size}"
+            )
+    else:
+        body = LlamaModel(
+            LlamaConfig(
+                vocab_size=vocab_size,
+                hidden_size=pcm_cfg.hidden_size,
+                intermediate_size=pcm_cfg.intermediate_size,
+                num_hidden_layers=pcm_cfg.num_hidden_layers,
+                num_attention_heads=pcm_cfg.num_attention_heads,
+                num_key_value_heads=pcm_cfg.num_attention_heads,
+                max_position_embeddings=pcm_cfg.max_position_embeddings,
+                pad_token_id=pad_token_id,
+            )
+        )
+    return PreferenceControlModel(body, poles, experts)

@@ -1,0 +1,55 @@
+"""The PCM as a weight provider inside the decoding engine: incremental, with its own KV cache."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from rlphf_cli.pcm.model import PreferenceControlModel
+from rlphf_cli.preferences import Preference
+from rlphf_cli.runs import RunDir
+
+
+class PCMWeights:
+    """Reads the same tokens as the experts; before every token gives weights over the active experts."""
+
+    def __init__(self, pcm: PreferenceControlModel, preference: torch.Tensor, active: list[str]):
+        self.pcm = pcm
+        self.preference = preference  # [B, n_poles]
+        self.active = active
+        pcm.active_mask(active)  # refuses experts the PCM was not trained with
+
+    @torch.no_grad()
+    def prefill(self, input_ids, attention_mask):
+        self.cache = DynamicCache()
+        logits, _ = self.pcm(input_ids, attention_mask, self.preference, self.cache, use_cache=True)
+        return self._weights(logits)
+
+    @torch.no_grad()
+    def step(self, tokens, attention_mask):
+        logits, _ = self.pcm(tokens[:, None], attention_mask, self.preference, self.cache, use_cache=True)
+        return self._weights(logits)
+
+    def _weights(self, logits):
+        return self.pcm.log_weights(logits[:, -1], self.active).exp()
+
+
+class LoadedPCM:
+    """A trained PCM ready to hand out providers, one per batch."""
+
+    def __init__(self, pcm: PreferenceControlModel, device):
+        self.pcm = pcm.to(device).eval()
+        self.device = device
+
+    def provider(self, pref: Preference, batch: int, tokenizer=None) -> PCMWeights:
+        vec = self.pcm.preference_vector(pref.combination, pref.weights).to(self.device)
+        return PCMWeights(self.pcm, vec.expand(batch, -1), list(pref.combination))
+
+
+def load_pcm(cfg, device, expert_poles: list[str]) -> LoadedPCM:
+    art = RunDir(cfg.run_dir).artifact("pcm")
+    from rlphf_cli.errors import UserError
+
+    if not art.is_complete():
+        raise UserError(f"no PCM in {art.path}: run `rlphf train-pcm run_dir={cfg.run_dir}` first")
+    return LoadedPCM(PreferenceControlModel.load(art.path, experts=expert_poles), device)

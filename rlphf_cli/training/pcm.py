@@ -1,0 +1,388 @@
+"""`rlphf train-pcm`: train the Preference Control Model online, with the experts frozen.
+
+Each step samples responses from the PCM-weighted mixture for training prompts under every combination,
+scores each response on the combination's poles, normalises every pole's reward against a reference
+response (the base's greedy answer) as sigmoid(bt_scale * (r_j(y) - r_j(y_ref))), averages over the poles,
+and updates the PCM with REBEL (default) or RLOO. The experts' per-token log-probabilities of a sampled
+response are recorded while decoding and reused for every update on it: only the PCM runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from rlphf_cli.benchmarks import get_benchmark
+from rlphf_cli.config import to_dict
+from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode, left_pad
+from rlphf_cli.decoding.generate import load_experts
+from rlphf_cli.errors import UserError
+from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
+from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
+from rlphf_cli.pcm.provider import PCMWeights
+from rlphf_cli.preferences import all_combinations
+from rlphf_cli.rewards import get_reward
+from rlphf_cli.runs import RunDir
+from rlphf_cli.training.common import base_model_path
+
+log = logging.getLogger(__name__)
+ALGOS = ("rebel", "rloo")
+
+
+@dataclass
+class Batch:
+    """Responses sampled under one preference: `group` (>= 2) consecutive responses per prompt."""
+
+    active: list[str]  # the experts mixed (the combination's poles)
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    expert_logps: list[torch.Tensor]  # per response [T, Ka]: each active expert's logp of the chosen token
+    preference: torch.Tensor  # [n_poles]
+    rewards: torch.Tensor | None = None  # [N], normalised and averaged over the combination's poles
+    old_logps: torch.Tensor | None = None  # [N] mixture log-likelihood under the sampling PCM
+    weights: list[torch.Tensor] | None = None  # per response [T, Ka], the weights used while sampling
+
+
+# ----- the objective -----
+def mixture_logps(pcm: PreferenceControlModel, batch: Batch) -> torch.Tensor:
+    """Sequence log-likelihood of each response under the PCM-weighted mixture, differentiable in the PCM."""
+    device = batch.preference.device
+    seqs = [p + r for p, r in zip(batch.prompt_ids, batch.response_ids, strict=True)]
+    ids, mask = left_pad(seqs, 0, device)
+    pref = batch.preference.expand(len(seqs), -1)
+    logits, _ = pcm(ids, mask, pref)  # [N, L, K]
+    plain = pcm.module if hasattr(pcm, "module") else pcm  # under DDP the helpers live on the module
+    log_w = plain.log_weights(logits, batch.active)  # [N, L, Ka]
+    out = []
+    width = ids.shape[1]
+    for i, r in enumerate(batch.response_ids):
+        start = width - len(r) - 1  # the position that predicts the first response token
+        lw = log_w[i, start : start + len(r)]
+        out.append(torch.logsumexp(lw + batch.expert_logps[i].to(device), dim=-1).sum())
+    return torch.stack(out)
+
+
+def rebel_loss(logps, old_logps, rewards, group: int, eta: float) -> torch.Tensor:
+    """REBEL: regress (1/eta) * the difference of log-ratios of two responses onto their reward difference."""
+    ratio = (logps - old_logps).view(-1, group)
+    r = rewards.view(-1, group)
+    return (((ratio[:, 0] - ratio[:, 1]) / eta - (r[:, 0] - r[:, 1])) ** 2).mean()
+
+
+def rloo_loss(logps, rewards, group: int) -> torch.Tensor:
+    """REINFORCE with a leave-one-out baseline over the responses to one prompt."""
+    r = rewards.view(-1, group)
+    advantage = r - (r.sum(1, keepdim=True) - r) / (group - 1)
+    return -(advantage.detach() * logps.view(-1, group)).mean()
+
+
+def sample_batch(pcm, experts, prompt_ids, active, preference, *, generator, device, **decode_kw) -> Batch:
+    """Sample one response per prompt row from the PCM-weighted mixture, recording the experts' log-probs."""
+    provider = PCMWeights(pcm, preference.expand(len(prompt_ids), -1), active)
+    res = decode(
+        experts, provider, prompt_ids, active, generator=generator, record=True, device=device, **decode_kw
+    )
+    batch = Batch(active, prompt_ids, res.tokens, res.expert_logps, preference, weights=res.weights)
+    with torch.no_grad():
+        batch.old_logps = mixture_logps(pcm, batch)
+    return batch
+
+
+def update(
+    pcm, optimizer, batches: list[Batch], algo: str, epochs: int, group: int, eta: float, backward
+) -> float:
+    """RL updates of the PCM on sampled batches (their rewards set); returns the last loss."""
+    pcm.train()
+    for _ in range(epochs):
+        for batch in batches:
+            logps = mixture_logps(pcm, batch)
+            if algo == "rebel":
+                loss = rebel_loss(logps, batch.old_logps, batch.rewards, group, eta)
+            else:
+                loss = rloo_loss(logps, batch.rewards, group)
+            optimizer.zero_grad()
+            backward(loss)
+            optimizer.step()
+    pcm.eval()
+    return loss.item()
+
+
+def normalised_reward(scores: list[float], reference: list[float], scale: float) -> torch.Tensor:
+    return torch.sigmoid(scale * (torch.tensor(scores) - torch.tensor(reference)))
+
+
+# ----- the trainer -----
+class PCMTrainer:
+    def __init__(self, cfg):
+        from accelerate import Accelerator
+
+        self.cfg, self.p = cfg, cfg.pcm
+        self.device = resolve_device(cfg.device)
+        self.accelerator = Accelerator(cpu=self.device.type == "cpu")
+        self.bench = get_benchmark(cfg.benchmark)
+        self.poles = list(self.bench.poles)
+        self.combinations = all_combinations(self.poles)
+        base_path = base_model_path(cfg)
+        self.tokenizer = load_tokenizer(base_path, cfg.model.trust_remote_code)
+        base = load_causal_lm(base_path, cfg.model, self.device).eval()
+        self.experts = AdapterExperts(load_experts(cfg, base, self.poles))
+        self.reward = get_reward(cfg, self.p.reward)
+        self.sampler = Sampler(temperature=self.p.temperature)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text)).input_ids
+
+    def _decode(self, provider, prompt_ids, active, generator, record=True, greedy=False):
+        return decode(
+            self.experts,
+            provider,
+            prompt_ids,
+            active,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=self.p.max_new_tokens,
+            sampler=Sampler(greedy=True) if greedy else self.sampler,
+            generator=generator,
+            record=record,
+            device=self.device,
+        )
+
+    def text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    def reference_scores(self, prompts: list) -> dict[str, dict[str, float]]:
+        """Each prompt's reference response (the base, greedy) scored on every pole."""
+        out: dict[str, dict[str, float]] = {}
+        for start in range(0, len(prompts), 32):
+            chunk = prompts[start : start + 32]
+            ids = [self.encode(p.text) for p in chunk]
+            res = self._decode(
+                FixedWeights(torch.ones(len(chunk), 1)), ids, [BASE], None, record=False, greedy=True
+            )
+            texts = [self.text(t) for t in res.tokens]
+            prompt_texts = [p.text for p in chunk]
+            per_pole = {pole: self.reward.score(pole, prompt_texts, texts) for pole in self.poles}
+            for i, p in enumerate(chunk):
+                out[p.id] = {pole: per_pole[pole][i] for pole in self.poles}
+        return out
+
+    def sample(self, pcm, combination, prompts, reference, generator) -> Batch:
+        n = self.p.samples_per_prompt
+        pref = pcm.preference_vector(combination, [1 / len(combination)] * len(combination)).to(self.device)
+        batch = sample_batch(
+            pcm,
+            self.experts,
+            [self.encode(p.text) for p in prompts for _ in range(n)],
+            list(combination),
+            pref,
+            generator=generator,
+            device=self.device,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=self.p.max_new_tokens,
+            sampler=self.sampler,
+        )
+        texts = [self.text(t) for t in batch.response_ids]
+        prompt_texts = [p.text for p in prompts for _ in range(n)]
+        batch.rewards = torch.zeros(len(texts))
+        for pole in combination:
+            scores = self.reward.score(pole, prompt_texts, texts)
+            ref = [reference[p.id][pole] for p in prompts for _ in range(n)]
+            batch.rewards += normalised_reward(scores, ref, self.p.bt_scale) / len(combination)
+        return batch
+
+    def train(self, work: Path) -> dict:
+        p = self.p
+        pcm = build_pcm(
+            p, len(self.tokenizer), self.tokenizer.pad_token_id, self.poles, self.poles, self.cfg.seed
+        )
+        optimizer = torch.optim.AdamW(pcm.parameters(), lr=p.learning_rate)
+        pcm, optimizer = self.accelerator.prepare(pcm.to(self.device), optimizer)
+        plain = self.accelerator.unwrap_model(pcm)
+        start = self._resume(work, plain, optimizer)
+        rank = self.accelerator.process_index
+        rng = random.Random(self.cfg.seed * 1000 + rank + start)
+        train_prompts = self.bench.train_prompts()
+        log.info(
+            "PCM: %.2fM parameters; reference responses for %d prompts",
+            sum(x.numel() for x in plain.parameters()) / 1e6,
+            len(train_prompts),
+        )
+        reference = self.reference_scores(train_prompts)
+        tracker = _Tracker(self.cfg)
+        history = []
+        bar = tqdm(
+            range(start, p.steps),
+            desc="train-pcm",
+            initial=start,
+            total=p.steps,
+            disable=not self.accelerator.is_main_process,
+        )
+        for step in bar:
+            generator = torch.Generator(self.device).manual_seed(self.cfg.seed * 100003 + step * 97 + rank)
+            plain.eval()
+            batches, pole_rewards, entropies = [], {}, []
+            for combination in self.combinations:
+                batch = self.sample(
+                    plain, combination, rng.sample(train_prompts, p.prompts_per_step), reference, generator
+                )
+                batches.append(batch)
+                w = torch.cat(batch.weights)
+                entropies.append(-(w * w.clamp_min(1e-9).log()).sum(-1).mean().item())
+                for pole in combination:
+                    pole_rewards.setdefault(pole, []).append(batch.rewards.mean().item())
+            update(
+                pcm,
+                optimizer,
+                batches,
+                p.algo,
+                p.update_epochs,
+                p.samples_per_prompt,
+                p.rebel_eta,
+                self.accelerator.backward,
+            )
+            metrics = {
+                "step": step + 1,
+                "reward": sum(b.rewards.mean().item() for b in batches) / len(batches),
+                "weight_entropy": sum(entropies) / len(entropies),
+                **{f"reward/{pole}": sum(v) / len(v) for pole, v in pole_rewards.items()},
+            }
+            history.append(metrics)
+            bar.set_postfix(reward=f"{metrics['reward']:.3f}", entropy=f"{metrics['weight_entropy']:.3f}")
+            tracker.log(metrics)
+            if (step + 1) % p.save_steps == 0 and step + 1 < p.steps:
+                self._checkpoint(work, plain, optimizer, step + 1)
+        tracker.finish()
+        return plain, history
+
+    def _checkpoint(self, work: Path, pcm, optimizer, step: int) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        tmp = work / "checkpoint.pt.tmp"
+        torch.save({"model": pcm.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+        tmp.replace(work / "checkpoint.pt")
+
+    def _resume(self, work: Path, pcm, optimizer) -> int:
+        path = work / "checkpoint.pt"
+        if not path.exists():
+            return 0
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        pcm.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        log.info("resuming the PCM from step %d", state["step"])
+        return state["step"]
+
+
+class _Tracker:
+    def __init__(self, cfg):
+        self.run = None
+        if cfg.tracking.backend == "wandb":
+            import wandb
+
+            self.run = wandb.init(
+                project=cfg.tracking.project,
+                entity=cfg.tracking.entity,
+                mode=cfg.tracking.mode,
+                dir=str(RunDir(cfg.run_dir).root),
+                name="train-pcm",
+                config={"pcm": to_dict(cfg)["pcm"]},
+            )
+
+    def log(self, metrics: dict) -> None:
+        if self.run is not None:
+            self.run.log(metrics, step=metrics["step"])
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+def compare_with_uniform(trainer: PCMTrainer, pcm: PreferenceControlModel, n_prompts: int, seed: int) -> dict:
+    """Mean normalised reward of the PCM mixture and of the uniform mixture on held-out prompts."""
+    prompts = trainer.bench.eval_prompts()[:n_prompts]
+    reference = trainer.reference_scores(prompts)
+    totals = {"pcm": [], "uniform": []}
+    by_fifth = torch.zeros(3, 5)
+    counts = torch.zeros(5)
+    pcm.eval()
+    for combination in trainer.combinations:
+        for method in ("pcm", "uniform"):
+            generator = torch.Generator(trainer.device).manual_seed(seed)
+            ids = [trainer.encode(p.text) for p in prompts]
+            pref = pcm.preference_vector(combination, [1 / 3] * len(combination)).to(trainer.device)
+            provider = (
+                PCMWeights(pcm, pref.expand(len(ids), -1), list(combination))
+                if method == "pcm"
+                else FixedWeights(torch.full((len(ids), len(combination)), 1 / len(combination)))
+            )
+            res = trainer._decode(provider, ids, list(combination), generator)
+            texts = [trainer.text(t) for t in res.tokens]
+            reward = torch.zeros(len(texts))
+            for pole in combination:
+                scores = trainer.reward.score(pole, [p.text for p in prompts], texts)
+                ref = [reference[p.id][pole] for p in prompts]
+                reward += normalised_reward(scores, ref, trainer.p.bt_scale) / len(combination)
+            totals[method] += reward.tolist()
+            if method == "pcm":  # where in a response each dimension's expert carries weight
+                for w in res.weights:
+                    fifth = (torch.arange(len(w)) * 5 // max(len(w), 1)).clamp(max=4)
+                    for f in range(5):
+                        if (fifth == f).any():
+                            by_fifth[:, f] += w[fifth == f].mean(0)[:3]
+                            counts[f] += 1
+    pcm_mean = sum(totals["pcm"]) / len(totals["pcm"])
+    uni_mean = sum(totals["uniform"]) / len(totals["uniform"])
+    return {
+        "eval_prompts": len(prompts),
+        "pcm_reward": round(pcm_mean, 4),
+        "uniform_reward": round(uni_mean, 4),
+        "pcm_minus_uniform": round(pcm_mean - uni_mean, 4),
+        "weight_by_response_fifth": {
+            f"expert_of_dimension_{d + 1}": [
+                round(x, 3) for x in (by_fifth[d] / counts.clamp_min(1)).tolist()
+            ]
+            for d in range(3)
+        },
+    }
+
+
+def check_config(p) -> None:
+    if p.algo not in ALGOS:
+        raise UserError(f"unknown pcm.algo {p.algo!r}; valid: {', '.join(ALGOS)}")
+    if p.samples_per_prompt < 2:
+        raise UserError("pcm.samples_per_prompt must be at least 2 (REBEL and RLOO compare responses)")
+    if p.algo == "rebel" and p.samples_per_prompt != 2:
+        raise UserError("pcm.algo=rebel compares pairs: set pcm.samples_per_prompt=2")
+
+
+def train_pcm(cfg) -> Path:
+    check_config(cfg.pcm)
+    art = RunDir(cfg.run_dir).artifact("pcm")
+    if art.is_complete():
+        log.info("PCM already complete in %s; skipping", art.path)
+        return art.path
+    trainer = PCMTrainer(cfg)
+    work = art.start()
+    pcm, history = trainer.train(work)
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        return art.path
+    metrics = {"final_reward": history[-1]["reward"] if history else None}
+    if cfg.pcm.eval_prompts:
+        metrics |= compare_with_uniform(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed)
+        log.info(
+            "held-out mean normalised reward: PCM %.3f, uniform %.3f (%+.3f)",
+            metrics["pcm_reward"],
+            metrics["uniform_reward"],
+            metrics["pcm_minus_uniform"],
+        )
+    pcm.save(work)
+    (work / "checkpoint.pt").unlink(missing_ok=True)
+    art.commit("pcm", to_dict(cfg), experts=pcm.experts, poles=pcm.poles, metrics=metrics, history=history)
+    log.info("PCM saved to %s", art.path)
+    return art.path
