@@ -183,6 +183,7 @@ def test_cli_errors(random_run, tmp_path):
     def rlphf(*args):
         return subprocess.run([sys.executable, "-m", "rlphf_cli", *args], capture_output=True, text=True, timeout=300)
 
+    train_pcm(small_pcm_cfg(random_run))  # skipped when already trained
     out = rlphf("train-pcm", f"run_dir={tmp_path}/none")
     assert out.returncode == 2 and "no base model" in out.stderr
     out = rlphf("train-pcm", f"run_dir={random_run}", "pcm.algo=ppo")
