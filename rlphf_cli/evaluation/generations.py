@@ -1,0 +1,127 @@
+"""Reading the methods' generations (`generations/<method>.jsonl`) and pairing two methods' outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlphf_cli.errors import UserError
+from rlphf_cli.preferences import check_poles
+from rlphf_cli.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+METHODS = ("sft", "prompted", "soups", "mod", "uniform", "pcm")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One prompt and combination with both methods' responses."""
+
+    prompt_id: str
+    combination: str  # poles joined by commas, e.g. "P1A,P2B,P3A"
+    prompt: str
+    method_text: str
+    baseline_text: str
+
+    @property
+    def poles(self) -> list[str]:
+        return self.combination.split(",")
+
+
+def generations_path(cfg, method: str) -> Path:
+    return RunDir(cfg.run_dir).root / "generations" / f"{method}.jsonl"
+
+
+def is_complete(cfg, method: str) -> bool:
+    """A generations file is complete when its `<method>.manifest.json` exists beside it."""
+    path = generations_path(cfg, method)
+    return path.is_file() and path.with_suffix(".manifest.json").is_file()
+
+
+def known_methods(cfg) -> list[str]:
+    """The built-in methods, then any other method whose generations are complete in the run."""
+    folder = RunDir(cfg.run_dir).root / "generations"
+    extra = sorted(
+        p.stem for p in folder.glob("*.jsonl") if p.stem not in METHODS and is_complete(cfg, p.stem)
+    )
+    return [*METHODS, *extra]
+
+
+def check_method(cfg, method: str) -> str:
+    if method not in known_methods(cfg):
+        raise UserError(f"unknown method {method!r}; valid choices: {', '.join(known_methods(cfg))}")
+    return method
+
+
+def ensure(cfg, method: str) -> Path:
+    """The path of `method`'s complete generations, generating them first when they are missing."""
+    if is_complete(cfg, method):
+        return generations_path(cfg, method)
+    try:
+        from rlphf_cli.decoding.generate import ensure_generations
+    except ImportError as exc:
+        if exc.name not in (None, "rlphf_cli.decoding.generate"):
+            raise
+        raise UserError(
+            f"no complete generations for {method} in {generations_path(cfg, method).parent}: "
+            f"run `rlphf generate method={method}` first"
+        ) from None
+    log.info("generations for %s are missing: generating them first", method)
+    return Path(ensure_generations(cfg, method))
+
+
+def read(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n}: not a JSON line ({exc.msg})") from None
+        if not isinstance(row, dict) or not row.get("prompt_id") or not row.get("combination"):
+            raise UserError(f"{path}:{n}: a generation needs prompt_id and combination")
+        rows.append(row)
+    return rows
+
+
+def _index(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """Rows by (prompt_id, combination); the first row wins; a row without text counts as missing."""
+    out: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        combination = ",".join(check_poles(str(row["combination"]).split(",")))
+        out.setdefault((str(row["prompt_id"]), combination), row)
+    return out
+
+
+def pair(method_rows: list[dict], baseline_rows: list[dict], method: str, baseline: str):
+    """Pairs for the prompts and combinations both methods answered, and what each one lacks.
+
+    Returns (pairs, missing) where missing = {method: ["prompt_id (combination)", ...], baseline: [...]}.
+    """
+    ours, theirs = _index(method_rows), _index(baseline_rows)
+    has_text = {k for k, r in ours.items() if isinstance(r.get("text"), str)}
+    has_text_b = {k for k, r in theirs.items() if isinstance(r.get("text"), str)}
+    keys = list(dict.fromkeys([*ours, *theirs]))
+    missing: dict[str, list[str]] = {method: [], baseline: []}
+    pairs = []
+    for key in keys:
+        lacking = [m for m, have in ((method, has_text), (baseline, has_text_b)) if key not in have]
+        for m in lacking:
+            missing[m].append(f"{key[0]} ({key[1]})")
+        if lacking:
+            continue
+        a, b = ours[key], theirs[key]
+        pairs.append(Pair(key[0], key[1], _prompt(a, b), a["text"], b["text"]))
+    return pairs, missing
+
+
+def _prompt(a: dict, b: dict) -> str:
+    """The instruction to show the judge: the shorter one when they differ (one may carry preference text)."""
+    texts = [t for t in (a.get("prompt"), b.get("prompt")) if isinstance(t, str) and t]
+    if not texts:
+        raise UserError(f"generation for {a['prompt_id']} has no prompt text")
+    return min(texts, key=len)

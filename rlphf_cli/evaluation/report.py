@@ -1,0 +1,96 @@
+"""`rlphf report`: every evaluation in the run directory in one table of methods x baselines.
+
+Each evaluation is re-scored from its results.json, so the report always agrees with the judgments.
+Evaluations by different judges are not comparable, so each judge gets its own tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rlphf_cli.errors import UserError
+from rlphf_cli.evaluation.generations import METHODS
+from rlphf_cli.evaluation.scoring import OVERALL, Summary, rescore
+from rlphf_cli.evaluation.tables import judge_name, pct, rate_with_ci
+from rlphf_cli.runs import RunDir, atomic_write_text
+
+LEGEND = (
+    "Win rate (%) of the row method against the column baseline: (wins + ties/2) / judgments over every "
+    "requested pole of every combination, with a 95% bootstrap interval over prompts. "
+    "`*` partial (some generations missing), `†` some judge answers unparseable (left out)."
+)
+
+
+def evaluations(run_dir: str | Path) -> list[Path]:
+    """The complete evaluation folders, `eval/<method>_vs_<baseline>/`."""
+    folder = RunDir(run_dir).root / "eval"
+    return sorted(
+        p for p in folder.glob("*_vs_*") if (p / "manifest.json").is_file() and (p / "results.json").is_file()
+    )
+
+
+def _rank(method: str) -> tuple[int, str]:
+    return (METHODS.index(method), "") if method in METHODS else (len(METHODS), method)
+
+
+def mark(summary: Summary) -> str:
+    return ("*" if summary.partial else "") + ("†" if summary.overall.unparseable else "")
+
+
+def main_table(summaries: list[Summary]) -> list[str]:
+    methods = sorted({s.method for s in summaries}, key=_rank)
+    baselines = sorted({s.baseline for s in summaries}, key=_rank)
+    by_pair = {(s.method, s.baseline): s for s in summaries}
+    lines = ["| method \\ baseline | " + " | ".join(baselines) + " |", "|" + "---|" * (len(baselines) + 1)]
+    for m in methods:
+        cells = [
+            rate_with_ci(by_pair[(m, b)].overall) + mark(by_pair[(m, b)]) if (m, b) in by_pair else "—"
+            for b in baselines
+        ]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def pole_table(summaries: list[Summary]) -> list[str]:
+    poles = list(dict.fromkeys(p for s in summaries for p in s.poles))
+    lines = [
+        "| method vs baseline | " + " | ".join([*poles, OVERALL]) + " | judgments |",
+        "|" + "---|" * (len(poles) + 3),
+    ]
+    for s in sorted(summaries, key=lambda s: (_rank(s.method), _rank(s.baseline))):
+        cells = [pct(c.win_rate) if (c := s.cells.get(("all", p))) else "—" for p in poles]
+        lines.append(
+            f"| {s.method} vs {s.baseline}{mark(s)} | "
+            + " | ".join([*cells, pct(s.overall.win_rate)])
+            + f" | {s.overall.judgments} |"
+        )
+    return lines
+
+
+def markdown(summaries: list[Summary], run_dir: Path) -> str:
+    groups: dict[str, list[Summary]] = {}
+    for s in summaries:
+        groups.setdefault(json.dumps(s.judge, sort_keys=True), []).append(s)
+    lines = [f"# Evaluation report: {run_dir}", "", LEGEND]
+    for group in groups.values():
+        name = judge_name(group[0].judge)
+        lines += ["", f"## Judge: {name}", "", *main_table(group), "", f"### Per pole (judge: {name})", ""]
+        lines += pole_table(group)
+    return "\n".join(lines) + "\n"
+
+
+def report(cfg) -> Path:
+    """Write `eval/report.md` from every evaluation in the run directory, print it, return its path."""
+    run = RunDir(cfg.run_dir)
+    folders = evaluations(run.root)
+    if not folders:
+        raise UserError(f"no evaluations in {run.root / 'eval'}: run `rlphf eval` first")
+    text = markdown([rescore(f) for f in folders], run.root)
+    path = run.root / "eval" / "report.md"
+    atomic_write_text(path, text)
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(text))
+    return path
