@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
-_SECRET_KEY = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"(api_?key|secret|password|(^|_)token$)", re.IGNORECASE)  # not max_new_tokens
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -42,6 +42,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results should read like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

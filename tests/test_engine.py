@@ -53,10 +53,11 @@ def own_greedy(model, adapter, prompt, n=12):
     return out[0, len(prompt):].tolist()
 
 
+@pytest.mark.parametrize("stacked", [True, False])
 @pytest.mark.parametrize("index", range(3))
-def test_one_hot_weights_reproduce_the_expert_adapter_path(peft_model, index):
+def test_one_hot_weights_reproduce_the_expert_adapter_path(peft_model, index, stacked):
     weights = [1.0 if i == index else 0.0 for i in range(3)]
-    got = run(AdapterExperts(peft_model), weights, NAMES).tokens
+    got = run(AdapterExperts(peft_model, stacked=stacked), weights, NAMES).tokens
     for prompt, tokens in zip(PROMPTS, got):
         expected = own_greedy(peft_model, NAMES[index], prompt)
         assert tokens == expected[: len(tokens)] and (tokens[-1] == EOS or len(tokens) == 12)
@@ -79,6 +80,15 @@ def test_cached_decoding_equals_uncached(peft_model, mode):
     assert cached.tokens == uncached.tokens
     for a, b in zip(cached.expert_logps, uncached.expert_logps):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_stacked_lora_matches_peft_per_row_adapters(peft_model):
+    """The fast path (one batched matmul per layer) against peft's per-row adapter names."""
+    fast = run(AdapterExperts(peft_model), [0.2, 0.5, 0.3], [NAMES[2], BASE, NAMES[0]], record=True)
+    ref = run(AdapterExperts(peft_model, stacked=False), [0.2, 0.5, 0.3], [NAMES[2], BASE, NAMES[0]], record=True)
+    assert fast.tokens == ref.tokens
+    for a, b in zip(fast.expert_logps, ref.expert_logps):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_probability_mixture_of_identical_experts_equals_the_expert(peft_model):

@@ -49,7 +49,8 @@ def test_content_hash_changes_with_content(tmp_path):
 
 
 def test_redact_nested():
-    assert redact({"judge": {"api_key": "x", "model": "m"}, "hf_token": None}) == {
+    assert redact({"judge": {"api_key": "x", "model": "m"}, "hf_token": "hf_x", "max_new_tokens": 5}) == {
         "judge": {"api_key": "***", "model": "m"},
-        "hf_token": None,
+        "hf_token": "***",
+        "max_new_tokens": 5,
     }

@@ -8,6 +8,7 @@ from rlphf_cli.errors import UserError
 
 BENCHMARKS = {
     "synthetic": "rlphf_cli.benchmarks.synthetic:SyntheticBenchmark",
+    "psoups": "rlphf_cli.benchmarks.psoups:PSoupsBenchmark",
 }
 
 

@@ -10,6 +10,7 @@ temperature, top-k, top-p and greedy are applied once, to the mixture.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,9 +74,10 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
 class _CachedForward:
     """One model (rows may carry per-row adapter names) with a KV cache, or recomputing without one."""
 
-    def __init__(self, model, use_cache: bool = True):
+    def __init__(self, model, use_cache: bool = True, context=None):
         self.model = model
         self.use_cache = use_cache
+        self.context = context or contextlib.nullcontext
 
     def start(self, input_ids, attention_mask, **kwargs) -> torch.Tensor:
         self.kwargs = kwargs
@@ -92,6 +94,10 @@ class _CachedForward:
 
     @torch.no_grad()
     def _forward(self, ids, mask, pos) -> torch.Tensor:
+        with self.context():
+            return self._run(ids, mask, pos)
+
+    def _run(self, ids, mask, pos) -> torch.Tensor:
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -104,11 +110,20 @@ class _CachedForward:
 
 
 class AdapterExperts:
-    """Experts as LoRA adapters on one peft model: one forward per step over B x Ka rows."""
+    """Experts as LoRA adapters on one peft model: one forward per step over B x Ka rows.
 
-    def __init__(self, model, use_cache: bool = True):
+    `stacked=True` (default) adds the adapters' updates with one batched matmul per layer (see
+    stacked_lora.py); `stacked=False` uses peft's per-row `adapter_names`, the reference implementation.
+    """
+
+    def __init__(self, model, use_cache: bool = True, stacked: bool = True):
         self.model = model.eval()
-        self.fwd = _CachedForward(self.model, use_cache)
+        self.stacked = None
+        if stacked and hasattr(model, "peft_config"):
+            from rlphf_cli.decoding.stacked_lora import StackedLoRA
+
+            self.stacked = StackedLoRA(self.model)
+        self.fwd = _CachedForward(self.model, use_cache, self.stacked.applied if self.stacked else None)
 
     @property
     def names(self) -> list[str]:  # read live: soups add adapters as they go
@@ -123,7 +138,11 @@ class AdapterExperts:
             raise KeyError(f"unknown expert adapter(s) {unknown}; loaded: {self.names}")
         self.k, batch = len(active), input_ids.shape[0]
         # row b*k + i carries adapter active[i]; a plain model (no adapters) takes no names
-        kwargs = {"adapter_names": [a for _ in range(batch) for a in active]} if self.names else {}
+        kwargs = {}
+        if self.stacked is not None:
+            self.stacked.prepare(active)
+        elif self.names:
+            kwargs = {"adapter_names": [a for _ in range(batch) for a in active]}
         logp = self.fwd.start(self._rows(input_ids), self._rows(attention_mask), **kwargs)
         return logp.view(batch, self.k, -1)
 
