@@ -16,18 +16,27 @@ from __future__ import annotations
 import argparse
 import copy
 import resource
+import statistics
 import time
 
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
+from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, left_pad, mix
 from rlphf_cli.decoding.soups import add_soup
 
 SIZES = {
-    "tiny": dict(vocab_size=608, hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4),
-    "mid": dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12),
+    "tiny": dict(
+        vocab_size=608, hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4
+    ),
+    "mid": dict(
+        vocab_size=32000,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+    ),
 }
 POLES = ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]
 
@@ -42,18 +51,29 @@ class NaiveExperts:
     def prefill(self, input_ids, attention_mask, active):
         self.parts = [AdapterExperts(self.model) for _ in active]
         self.active = active
-        return torch.cat([p.prefill(input_ids, attention_mask, [a]) for p, a in zip(self.parts, active)], dim=1)
+        return torch.cat(
+            [p.prefill(input_ids, attention_mask, [a]) for p, a in zip(self.parts, active, strict=True)],
+            dim=1,
+        )
 
     def step(self, tokens, attention_mask):
         return torch.cat([p.step(tokens, attention_mask) for p in self.parts], dim=1)
 
+    def close(self):
+        for p in self.parts:
+            p.close()
+
 
 def build(size: str, device, dtype):
     torch.manual_seed(0)
-    cfg = LlamaConfig(**SIZES[size], num_key_value_heads=SIZES[size]["num_attention_heads"], max_position_embeddings=1024)
+    cfg = LlamaConfig(
+        **SIZES[size], num_key_value_heads=SIZES[size]["num_attention_heads"], max_position_embeddings=1024
+    )
     base = LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
     plain = copy.deepcopy(base)
-    lora = dict(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0)
+    lora = dict(
+        r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0
+    )
     model = get_peft_model(base, LoraConfig(**lora), adapter_name=POLES[0])
     for pole in POLES[1:]:
         model.add_adapter(pole, LoraConfig(**lora))
@@ -63,25 +83,32 @@ def build(size: str, device, dtype):
     return model.eval(), plain, sum(p.numel() for p in plain.parameters())
 
 
+@torch.no_grad()
 def time_decode(experts, active, batch, prompt_len, new_tokens, vocab, device, repeats) -> float:
-    """Seconds per decoded token step: (best full decode - best prefill-only decode) / new_tokens."""
+    """Median seconds per decoding step (mix, sample, one expert step, weights) over `repeats` decodes.
+
+    The loop is the engine's `decode` loop, timed step by step so that a stray pause of the machine
+    shifts no result (the median ignores it).
+    """
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(5, vocab, (prompt_len,), generator=gen).tolist() for _ in range(batch)]
-    weights = FixedWeights(torch.full((batch, len(active)), 1.0 / len(active), device=device))
-    kw = dict(eos_token_id=-1, pad_token_id=0, sampler=Sampler(greedy=True), device=device)
-
-    def best(n: int) -> float:
-        times = []
-        for _ in range(repeats):
+    provider = FixedWeights(torch.full((batch, len(active)), 1.0 / len(active), device=device))
+    sampler = Sampler(greedy=True)
+    steps = []
+    for r in range(repeats + 1):  # the first pass warms up
+        ids, mask = left_pad(prompts, 0, device)
+        logp, weights = experts.prefill(ids, mask, active), provider.prefill(ids, mask)
+        for _ in range(new_tokens):
             _sync(device)
             t0 = time.perf_counter()
-            decode(experts, weights, prompts, active, max_new_tokens=n, **kw)
+            token = sampler(mix(logp, weights, "prob"), None)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            logp, weights = experts.step(token, mask), provider.step(token, mask)
             _sync(device)
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    best(2)  # warm-up
-    return max(best(new_tokens + 1) - best(1), 0.0) / new_tokens
+            if r:
+                steps.append(time.perf_counter() - t0)
+        experts.close()
+    return statistics.median(steps)
 
 
 def _sync(device):
@@ -102,13 +129,17 @@ def main():
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bfloat16 on cuda, float32 on cpu)")
+    ap.add_argument(
+        "--dtype", default=None, help="float32 | bfloat16 (default: bfloat16 on cuda, float32 on cpu)"
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    print(f"device={device} dtype={dtype} threads={torch.get_num_threads()} prompt={args.prompt_len} new_tokens={args.new_tokens}")
+    print(
+        f"device={device} dtype={dtype} threads={torch.get_num_threads()} prompt={args.prompt_len} new_tokens={args.new_tokens}"
+    )
     header = f"{'size':5} {'params':>7} {'K':>2} {'B':>2} | {'(a) base':>9} {'(b) batched':>11} {'(bp) peft':>10} {'(c) naive':>10} {'(d) soups':>10} | {'b/a':>5} {'c/a':>5} {'d/a':>5} {'b/c':>5} {'bp/c':>5} | {'peak MB':>8}"
     print(header)
     print("-" * len(header))
@@ -125,10 +156,15 @@ def main():
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 t = {}
-                run = lambda experts, act: time_decode(experts, act, batch, args.prompt_len, args.new_tokens, vocab, device, args.repeats)  # noqa: E731
+
+                def run(experts, act, batch=batch, vocab=vocab):
+                    return time_decode(
+                        experts, act, batch, args.prompt_len, args.new_tokens, vocab, device, args.repeats
+                    )
+
                 t["a"] = run(AdapterExperts(plain), [BASE])
                 t["b"] = run(AdapterExperts(model), active)
-                t['bp'] = run(AdapterExperts(model, stacked=False), active)
+                t["bp"] = run(AdapterExperts(model, stacked=False), active)
                 t["c"] = run(NaiveExperts(model), active)
                 t["d"] = run(AdapterExperts(merged), [BASE])
                 ms = {key: v * 1000 for key, v in t.items()}

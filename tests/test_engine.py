@@ -5,7 +5,15 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, SeparateExperts, decode, mix
+from rlphf_cli.decoding.engine import (
+    BASE,
+    AdapterExperts,
+    FixedWeights,
+    Sampler,
+    SeparateExperts,
+    decode,
+    mix,
+)
 
 VOCAB, EOS, PAD = 64, 2, 0
 NAMES = ["P1A", "P2B", "P3A"]

@@ -11,7 +11,15 @@ from rlphf_cli.config import compose
 from rlphf_cli.decoding.engine import Sampler
 from rlphf_cli.errors import UserError
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
-from rlphf_cli.training.pcm import Batch, mixture_logps, rebel_loss, rloo_loss, sample_batch, train_pcm, update
+from rlphf_cli.training.pcm import (
+    Batch,
+    mixture_logps,
+    rebel_loss,
+    rloo_loss,
+    sample_batch,
+    train_pcm,
+    update,
+)
 
 VOCAB, EOS, PAD = 8, 1, 0
 
@@ -40,6 +48,9 @@ class ToyExperts:
 
     def step(self, tokens, attention_mask):
         return self._logp(tokens.shape[0])[:, [self.names.index(a) for a in self.active]]
+
+    def close(self):
+        pass
 
 
 def test_rebel_loss_by_hand():

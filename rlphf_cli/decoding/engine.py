@@ -60,11 +60,16 @@ def mix(logp: torch.Tensor, weights: torch.Tensor, mode: str = "prob") -> torch.
 class Experts(Protocol):
     names: list[str]
 
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, active: list[str]) -> torch.Tensor:
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, active: list[str]
+    ) -> torch.Tensor:
         """Run the prompts [B, T]; return the active experts' next-token log-probs [B, Ka, V]."""
 
     def step(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Feed one token per row [B] (mask already extended); return log-probs [B, Ka, V]."""
+
+    def close(self) -> None:
+        """The batch is decoded: release what prefill set up."""
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -74,10 +79,9 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
 class _CachedForward:
     """One model (rows may carry per-row adapter names) with a KV cache, or recomputing without one."""
 
-    def __init__(self, model, use_cache: bool = True, context=None):
+    def __init__(self, model, use_cache: bool = True):
         self.model = model
         self.use_cache = use_cache
-        self.context = context or contextlib.nullcontext
 
     def start(self, input_ids, attention_mask, **kwargs) -> torch.Tensor:
         self.kwargs = kwargs
@@ -94,10 +98,6 @@ class _CachedForward:
 
     @torch.no_grad()
     def _forward(self, ids, mask, pos) -> torch.Tensor:
-        with self.context():
-            return self._run(ids, mask, pos)
-
-    def _run(self, ids, mask, pos) -> torch.Tensor:
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -123,7 +123,8 @@ class AdapterExperts:
             from rlphf_cli.decoding.stacked_lora import StackedLoRA
 
             self.stacked = StackedLoRA(self.model)
-        self.fwd = _CachedForward(self.model, use_cache, self.stacked.applied if self.stacked else None)
+        self.fwd = _CachedForward(self.model, use_cache)
+        self._session = contextlib.ExitStack()
 
     @property
     def names(self) -> list[str]:  # read live: soups add adapters as they go
@@ -139,8 +140,10 @@ class AdapterExperts:
         self.k, batch = len(active), input_ids.shape[0]
         # row b*k + i carries adapter active[i]; a plain model (no adapters) takes no names
         kwargs = {}
+        self.close()
         if self.stacked is not None:
             self.stacked.prepare(active)
+            self._session.enter_context(self.stacked.applied())  # until close(), at the end of decode()
         elif self.names:
             kwargs = {"adapter_names": [a for _ in range(batch) for a in active]}
         logp = self.fwd.start(self._rows(input_ids), self._rows(attention_mask), **kwargs)
@@ -149,6 +152,10 @@ class AdapterExperts:
     def step(self, tokens, attention_mask):
         logp = self.fwd.step(self._rows(tokens), self._rows(attention_mask))
         return logp.view(tokens.shape[0], self.k, -1)
+
+    def close(self) -> None:
+        """Leave the model as it was (adapters enabled, no hooks)."""
+        self._session.close()
 
 
 class SeparateExperts:
@@ -167,6 +174,9 @@ class SeparateExperts:
 
     def step(self, tokens, attention_mask):
         return torch.stack([self.fwds[a].step(tokens, attention_mask) for a in self.active], dim=1)
+
+    def close(self) -> None:
+        pass
 
 
 class WeightProvider(Protocol):
@@ -226,10 +236,50 @@ def decode(
     """Decode a batch of prompts (token ids, unpadded) with the active experts mixed by the provider."""
     sampler = sampler or Sampler()
     ids, mask = left_pad(prompts, pad_token_id, device)
-    batch = ids.shape[0]
+    try:
+        steps, out_w, out_lp = _decode_loop(
+            experts,
+            provider,
+            ids,
+            mask,
+            active,
+            eos_token_id,
+            pad_token_id,
+            max_new_tokens,
+            mixing,
+            sampler,
+            generator,
+            record,
+        )
+    finally:
+        experts.close()
+    result = Decoded(tokens=[])
+    for i, row in enumerate(steps):
+        n = row.index(eos_token_id) + 1 if eos_token_id in row else len(row)
+        result.tokens.append(row[:n])
+        if record:
+            result.weights.append(torch.stack([w[i] for w in out_w[:n]]))
+            result.expert_logps.append(torch.stack([lp[i] for lp in out_lp[:n]]))
+    return result
+
+
+def _decode_loop(
+    experts,
+    provider,
+    ids,
+    mask,
+    active,
+    eos_token_id,
+    pad_token_id,
+    max_new_tokens,
+    mixing,
+    sampler,
+    generator,
+    record,
+):
     logp = experts.prefill(ids, mask, active)
     weights = provider.prefill(ids, mask)
-    done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     out_tokens, out_w, out_lp = [], [], []
     for t in range(max_new_tokens):
         token = sampler(mix(logp, weights, mixing), generator)
@@ -244,12 +294,4 @@ def decode(
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         logp = experts.step(token, mask)
         weights = provider.step(token, mask)
-    steps = torch.stack(out_tokens, dim=1).tolist()
-    result = Decoded(tokens=[])
-    for i, row in enumerate(steps):
-        n = row.index(eos_token_id) + 1 if eos_token_id in row else len(row)
-        result.tokens.append(row[:n])
-        if record:
-            result.weights.append(torch.stack([w[i] for w in out_w[:n]]))
-            result.expert_logps.append(torch.stack([lp[i] for lp in out_lp[:n]]))
-    return result
+    return torch.stack(out_tokens, dim=1).tolist(), out_w, out_lp

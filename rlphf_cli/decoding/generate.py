@@ -70,7 +70,9 @@ def ensure_generations(cfg, method: str) -> Path:
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     if cfg.generate.soups_merge not in MERGES:
-        raise UserError(f"unknown generate.soups_merge {cfg.generate.soups_merge!r}; valid: {', '.join(MERGES)}")
+        raise UserError(
+            f"unknown generate.soups_merge {cfg.generate.soups_merge!r}; valid: {', '.join(MERGES)}"
+        )
     mixing = cfg.generate.mixing or DEFAULT_MIXING.get(method, "prob")
     if mixing not in ("prob", "log"):
         raise UserError(f"unknown generate.mixing {mixing!r}; valid: prob, log")
@@ -83,7 +85,12 @@ def ensure_generations(cfg, method: str) -> Path:
     done = {(r["prompt_id"], r["combination"]) for r in out.read()}
     todo = [(p, pref) for pref in prefs for p in prompts if (p.id, pref.name) not in done]
     if todo:
-        log.info("generate %s: %d of %d (prompt, preference) pairs to decode", method, len(todo), len(prompts) * len(prefs))
+        log.info(
+            "generate %s: %d of %d (prompt, preference) pairs to decode",
+            method,
+            len(todo),
+            len(prompts) * len(prefs),
+        )
         Generator(cfg, method, mixing, settings).run(todo, out)
     else:
         log.info("generate %s: all %d pairs already in %s", method, len(prompts) * len(prefs), out.path)
@@ -125,7 +132,9 @@ class Generator:
                 self._run_preference(pref, prompts, out, bar)
 
     def _prompt_text(self, prompt: Prompt, pref: Preference) -> str:
-        text = f"{prompt.text} {preference_text(pref.combination)}" if self.method == "prompted" else prompt.text
+        text = (
+            f"{prompt.text} {preference_text(pref.combination)}" if self.method == "prompted" else prompt.text
+        )
         return format_prompt(self.cfg.model.prompt_template, text)
 
     def _run_preference(self, pref: Preference, prompts: list[Prompt], out: GenerationsFile, bar) -> None:
@@ -207,5 +216,7 @@ def load_experts(cfg, base, poles: list[str]):
             else:
                 model.load_adapter(str(art.path), adapter_name=pole)
         except RuntimeError as exc:
-            raise UserError(f"expert {pole} does not fit the base model (trained on another base?): {str(exc).splitlines()[0]}") from None
+            raise UserError(
+                f"expert {pole} does not fit the base model (trained on another base?): {str(exc).splitlines()[0]}"
+            ) from None
     return model.eval()

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 class GenerateConfig:
     method: str = "pcm"  # sft | prompted | soups | mod | uniform | pcm
     preference: str = "all"  # all, or poles such as P1A,P2B,P3A; several combinations separated by ;
-    prompts: str | None = None  # a .jsonl file with id and prompt per line; None: the benchmark's eval prompts
+    prompts: str | None = (
+        None  # a .jsonl file with id and prompt per line; None: the benchmark's eval prompts
+    )
     soups_merge: str = "psoups"  # psoups (mean of LoRA A and B, as the P-Soups code) | delta (mean of B@A)
     mixing: str | None = None  # prob | log; None: the method's own (mod: log, others: prob)
     max_new_tokens: int = 96

@@ -52,10 +52,13 @@ class StackedLoRA:
 
     @contextlib.contextmanager
     def applied(self):
-        """Run the model with adapters disabled and the stacked updates added to every LoRA layer."""
+        """Run the model with adapters disabled and the stacked updates added to every LoRA layer.
+
+        Entered once per decoded batch (not per step): toggling peft's adapters walks every module.
+        """
         k = len(self.active)
         hooks = []
-        for layer, (A, B) in zip(self.layers, self._stacks[self.active]):
+        for layer, (A, B) in zip(self.layers, self._stacks[self.active], strict=True):
 
             def hook(module, inputs, output, A=A, B=B):
                 x = inputs[0]
