@@ -199,5 +199,6 @@ def test_cli_errors(random_run, tmp_path):
     assert out.returncode == 2 and "no base model" in out.stderr
     out = rlphf("train-pcm", f"run_dir={random_run}", "pcm.algo=ppo")
     assert out.returncode == 2 and "unknown pcm.algo 'ppo'" in out.stderr
-    out = rlphf("generate", f"run_dir={random_run}", "method=pcm", "preference=P1A,P2B", "benchmark.poles=[P1A,P1B,P2A,P2B]")
+    out = rlphf("generate", f"run_dir={random_run}", "method=pcm", "preference=P1A,P2B", "generate.max_new_tokens=5",
+                "benchmark.poles=[P1A,P1B,P2A,P2B]")
     assert out.returncode == 2 and "trained for experts" in out.stderr
