@@ -8,7 +8,7 @@ STAMP       := $(VENV)/.installed
 RUN_DIR     ?= runs/demo
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 WANDB_MODE=disabled
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test lint bench readme-results clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check rlphf_cli tests scripts
 	$(BIN)/ruff format --check rlphf_cli tests scripts
+
+readme-results: $(STAMP)
+	$(BIN)/python scripts/readme_results.py $(RUN_DIR)
 
 bench: $(STAMP)
 	$(OFFLINE_ENV) $(BIN)/python scripts/bench_decode.py

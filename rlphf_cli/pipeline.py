@@ -8,6 +8,7 @@ interrupted pipeline resumes where it stopped.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -78,12 +79,9 @@ def pipeline(cfg) -> Path:
 
 
 def _manifests(run: RunDir, folder: str) -> dict[str, dict]:
-    out = {}
-    for m in sorted((run.root / folder).glob("*/manifest.json")):
-        import json
-
-        out[m.parent.name] = json.loads(m.read_text())
-    return out
+    return {
+        m.parent.name: json.loads(m.read_text()) for m in sorted((run.root / folder).glob("*/manifest.json"))
+    }
 
 
 def _pct(x) -> str:
@@ -98,13 +96,19 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int) -> str:
         lines += [report.read_text().strip(), ""]
     experts = _manifests(run, "experts")
     if experts:
-        lines += ["## Experts against the base, on their own pole (held-out prompts, judge)", ""]
-        lines += ["| pole | algo | win rate % (wins+ties/2) | non-tied win rate % | judgments |", "|---|---|---|---|---|"]
+        lines += ["## Experts against the base on their own pole (held-out prompts, benchmark judge)", ""]
+        lines += [
+            "| pole | algo | non-tied win rate % | wins / losses / ties | judge score expert / base | invalid % expert / base |",
+            "|---|---|---|---|---|---|",
+        ]
         for pole, m in experts.items():
-            check = m.get("own_pole", {}) or {}
+            x = m.get("metrics", {})
+            if "win_rate_vs_base" not in x:
+                lines.append(f"| {pole} | {m.get('algo', '?')} | — | — | — | — |")
+                continue
             lines.append(
-                f"| {pole} | {m.get('algo', '?')} | {_pct(check.get('win_rate'))} | "
-                f"{_pct(check.get('non_tied_win_rate'))} | {check.get('judgments', '—')} |"
+                f"| {pole} | {m.get('algo', '?')} | {_pct(x['win_rate_vs_base'])} | {x['wins']} / {x['losses']} / {x['ties']} | "
+                f"{x['judge_score_expert']:.3f} / {x['judge_score_base']:.3f} | {_pct(x['invalid_expert'])} / {_pct(x['invalid_base'])} |"
             )
         lines.append("")
     rms = _manifests(run, "rm")
@@ -112,7 +116,10 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int) -> str:
         lines += ["## Reward models: held-out pairwise accuracy", ""]
         lines += ["| pole | accuracy % | pairs (train / held out) |", "|---|---|---|"]
         for pole, m in rms.items():
-            lines.append(f"| {pole} | {_pct(m.get('accuracy'))} | {m.get('train_pairs', '?')} / {m.get('eval_pairs', '?')} |")
+            x = m.get("metrics", {})
+            lines.append(
+                f"| {pole} | {_pct(x.get('heldout_accuracy'))} | {x.get('train_pairs', '?')} / {x.get('heldout_pairs', '?')} |"
+            )
         lines.append("")
     pcm = run.artifact("pcm")
     if pcm.is_complete():
