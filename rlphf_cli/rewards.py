@@ -69,10 +69,12 @@ def load_reward_model(cfg, pole: str, device: torch.device):
 
     from rlphf_cli.modeling import load_tokenizer, torch_dtype
     from rlphf_cli.training.common import base_model_path
+    from rlphf_cli.training.expert import check_adapter_base
 
     art = RunDir(cfg.run_dir).artifact(f"rm/{pole}")
     if not art.is_complete():
         raise UserError(f"no reward model for {pole} in {art.path}: run `rlphf train-rm pole={pole}` first")
+    check_adapter_base(cfg, art, "reward model")
     base = base_model_path(cfg)
     tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -82,7 +84,10 @@ def load_reward_model(cfg, pole: str, device: torch.device):
         dtype=torch_dtype(cfg.model.dtype),
         trust_remote_code=cfg.model.trust_remote_code,
     )
-    model = PeftModel.from_pretrained(model, str(art.path)).merge_and_unload()
+    try:
+        model = PeftModel.from_pretrained(model, str(art.path)).merge_and_unload()
+    except (RuntimeError, ValueError) as exc:  # e.g. size mismatch: made for another base
+        raise UserError(f"reward model {art.path} does not load on {base}: {str(exc).splitlines()[0]}") from None
     return model.to(device).eval(), tokenizer
 
 

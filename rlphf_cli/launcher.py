@@ -1,0 +1,146 @@
+"""Several training processes through `accelerate launch`: `launcher.num_processes=N`.
+
+`rlphf train-rm|train-expert ... launcher.num_processes=2 [launcher.accelerate_config=ddp|zero2|zero3|fsdp]`
+first checks its inputs and makes what every process shares (the pairs) in the one process the user started,
+then starts N copies of this module under `accelerate launch` and waits for them. The copies receive the
+resolved config through an environment variable (never a file, so no secret is written to disk) and a guard
+variable that stops them from relaunching. On a machine without GPUs the processes use gloo on the CPU.
+Only the main process writes artifacts; the others wait at barriers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rlphf_cli.errors import UserError
+
+GUARD_ENV = "RLPHF_LAUNCHED"
+CONFIG_ENV = "RLPHF_LAUNCH_CONFIG"
+ACCELERATE_CONFIGS = ("ddp", "zero2", "zero3", "fsdp")
+
+log = logging.getLogger(__name__)
+
+
+class LaunchFailed(UserError):
+    """The launched processes failed; their own error is already printed above."""
+
+
+def in_launched_process() -> bool:
+    return os.environ.get(GUARD_ENV) == "1"
+
+
+def should_prepare() -> bool:
+    """True in the process the user started (it checks inputs and makes shared data before any launch)."""
+    return not in_launched_process()
+
+
+def process_index() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return process_index() == 0
+
+
+def wait_for_everyone() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def accelerate_config_path(name: str) -> Path:
+    from rlphf_cli.config import config_dir
+
+    if name in ACCELERATE_CONFIGS:
+        return config_dir() / "accelerate" / f"{name}.yaml"
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"unknown launcher.accelerate_config {name!r}; valid: {', '.join(ACCELERATE_CONFIGS)} or a file"
+        )
+    return path
+
+
+def command(cfg, target: str) -> list[str]:
+    """The `accelerate launch` command line that runs `target` ("module:function") in N processes."""
+    lc = cfg.launcher
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(lc.num_processes)]
+    cmd += ["--num_machines", "1", "--dynamo_backend", "no"]
+    if lc.accelerate_config:
+        if lc.accelerate_config.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
+            raise UserError(
+                f"launcher.accelerate_config={lc.accelerate_config} needs DeepSpeed: pip install deepspeed"
+            )
+        cmd += ["--config_file", str(accelerate_config_path(lc.accelerate_config))]
+    else:
+        # `--multi_gpu` is DDP: on GPUs one process per GPU, without GPUs gloo on the CPU
+        # (`--cpu` would silently start a single process).
+        cmd += ["--multi_gpu", "--mixed_precision", "no"]
+    if lc.main_process_port:
+        cmd += ["--main_process_port", str(lc.main_process_port)]
+    return [*cmd, "-m", "rlphf_cli.launcher", target]
+
+
+def relaunch(cfg, target: str) -> bool:
+    """Run `target` in `launcher.num_processes` processes and wait; False (nothing done) for one process."""
+    from omegaconf import OmegaConf
+
+    n = cfg.launcher.num_processes
+    if n < 1:
+        raise UserError(f"launcher.num_processes must be at least 1, got {n}")
+    if n == 1 or in_launched_process():
+        return False
+    cmd = command(cfg, target)
+    env = dict(os.environ)
+    env[GUARD_ENV] = "1"
+    env[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    log.info("launching %d processes: accelerate launch ... -m rlphf_cli.launcher %s", n, target)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    code = subprocess.run(cmd, env=env).returncode
+    if code != 0:
+        raise LaunchFailed(
+            f"the {n} training processes failed (exit code {code}); their error is printed above"
+        )
+    return True
+
+
+def _load_config():
+    from omegaconf import OmegaConf
+
+    from rlphf_cli.config import RootConfig, register
+
+    register()
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise UserError(f"{CONFIG_ENV} is not set: start training through `rlphf`, not this module")
+    return OmegaConf.merge(OmegaConf.structured(RootConfig), OmegaConf.create(text))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of each launched process: `python -m rlphf_cli.launcher module:function`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format=f"[rank {process_index()}] %(message)s", force=True)
+    from rlphf_cli.quiet import quiet_libraries
+
+    quiet_libraries()
+    try:
+        if len(argv) != 1 or ":" not in argv[0]:
+            raise UserError("usage: python -m rlphf_cli.launcher module:function")
+        module, func = argv[0].split(":")
+        getattr(importlib.import_module(module), func)(_load_config())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,431 @@
+"""`rlphf train-expert`: one LoRA expert per pole on the run's shared base (P-Soups's experts).
+
+    dpo   TRL's DPOTrainer on the pole's pairs (reference: the base, i.e. the adapter disabled)
+    ppo   PPO against the pole's reward model, as P-Soups trained its experts (rlphf_cli.training.ppo)
+    grpo  TRL's GRPOTrainer with the pole's judge (or reward model) as the reward function
+
+`experts/<pole>/` is a peft adapter folder (adapter_config.json, adapter_model.safetensors) with a manifest:
+pole, algorithm, the base it was trained on (path and fingerprint) and an own-pole check against the base on
+the benchmark's held-out prompts. Loaded together, the adapters are named after their poles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from rlphf_cli import launcher
+from rlphf_cli.errors import UserError
+from rlphf_cli.runs import Artifact, RunDir, atomic_write_json
+from rlphf_cli.training.pairs import pole_pairs, resolve_poles, sample_responses
+
+log = logging.getLogger(__name__)
+
+ALGOS = ("dpo", "ppo", "grpo")
+TARGET = "rlphf_cli.training.expert:train_expert"
+_STRAY_FILES = (
+    "training_args.bin",
+    "README.md",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+
+
+# ----- the base an adapter belongs to -----
+def base_fingerprint(cfg) -> dict:
+    """What identifies the run's base: its path and a hash (of the weights we trained, or of a real base's name)."""
+    from rlphf_cli.training.common import base_model_path
+
+    path = base_model_path(cfg)
+    manifest = RunDir(cfg.run_dir).artifact("base").manifest()
+    if manifest.get("source"):
+        h = hashlib.sha256(manifest["source"].encode())
+        config = Path(manifest["source"]).expanduser() / "config.json"
+        if config.is_file():
+            h.update(config.read_bytes())
+        digest = h.hexdigest()
+    else:
+        digest = manifest.get("content_hash") or ""
+    return {"path": path, "fingerprint": digest}
+
+
+def check_adapter_base(cfg, art: Artifact, what: str) -> None:
+    """One-line error when a complete adapter (expert or reward model) was trained on another base."""
+    recorded = art.manifest().get("base") or {}
+    current = base_fingerprint(cfg)
+    if recorded.get("fingerprint") and recorded["fingerprint"] != current["fingerprint"]:
+        raise UserError(
+            f"{what} {art.path} was trained on another base ({recorded.get('path')}), not this run's base "
+            f"({current['path']}); delete it and train it again"
+        )
+
+
+def _check_partial(cfg, art: Artifact, algo: str) -> None:
+    """A partial run (checkpoints to resume) must be of the same algorithm on the same base."""
+    stamp = art.work / "partial.json"
+    current = {"algo": algo, "base": base_fingerprint(cfg)["fingerprint"]}
+    if stamp.is_file():
+        before = json.loads(stamp.read_text())
+        if before.get("base") != current["base"]:
+            raise UserError(
+                f"{art.work} holds a partial run on another base; delete that folder to start over"
+            )
+        if before.get("algo") != algo:
+            raise UserError(
+                f"{art.work} holds a partial {before.get('algo')} run; use algo={before.get('algo')} to resume it "
+                "or delete that folder"
+            )
+    elif launcher.is_main_process():
+        art.start()
+        atomic_write_json(stamp, current)
+
+
+# ----- the command -----
+def train_expert(cfg) -> list[Path]:
+    """Train the experts of `expert.pole` (a pole, a list, or all) with `expert.algo`; complete ones are skipped."""
+    algo = cfg.expert.algo
+    if algo not in ALGOS:
+        raise UserError(f"unknown expert.algo {algo!r}; valid: {', '.join(ALGOS)}")
+    poles = resolve_poles(cfg, cfg.expert.pole)
+    run = RunDir(cfg.run_dir)
+    todo = []
+    for pole in poles:
+        art = run.artifact(f"experts/{pole}")
+        if art.is_complete():
+            check_adapter_base(cfg, art, "expert")
+            log.info("expert %s already complete (%s); skipping", pole, art.manifest().get("algo"))
+        else:
+            todo.append(pole)
+    if todo and launcher.should_prepare():
+        _prepare(cfg, todo)
+        if launcher.relaunch(cfg, TARGET):
+            return [run.artifact(f"experts/{p}").path for p in poles]
+    for pole in todo:
+        train_one_expert(cfg, pole)
+    return [run.artifact(f"experts/{p}").path for p in poles]
+
+
+def reward_kind(cfg) -> str:
+    kind = cfg.expert.reward
+    if kind == "auto":
+        return "reward_model" if cfg.expert.algo == "ppo" else "judge"
+    if kind not in ("judge", "reward_model"):
+        raise UserError(f"unknown expert.reward {kind!r}; valid: auto, judge, reward_model")
+    return kind
+
+
+def _prepare(cfg, poles: list[str]) -> None:
+    """Check inputs and make shared data (pairs, reward models) before any training process starts."""
+    from rlphf_cli.training.common import base_model_path
+
+    base_model_path(cfg)
+    run = RunDir(cfg.run_dir)
+    if cfg.expert.algo == "dpo":
+        for pole in poles:
+            pole_pairs(cfg, pole)
+    elif reward_kind(cfg) == "reward_model":
+        from rlphf_cli.training.rm import train_rm
+
+        for pole in poles:
+            rm = run.artifact(f"rm/{pole}")
+            if rm.is_complete():
+                check_adapter_base(cfg, rm, "reward model")
+            else:
+                log.info(
+                    "expert %s: %s needs the pole's reward model; training it first", pole, cfg.expert.algo
+                )
+        missing = [p for p in poles if not run.artifact(f"rm/{p}").is_complete()]
+        if missing:
+            from omegaconf import OmegaConf
+
+            train_rm(
+                OmegaConf.merge(cfg, {"rm": {"pole": ",".join(missing)}, "launcher": {"num_processes": 1}})
+            )
+    else:
+        from rlphf_cli.rewards import get_reward
+
+        get_reward(cfg, "judge")
+    for pole in poles:  # last: a bad input above leaves nothing behind
+        _check_partial(cfg, run.artifact(f"experts/{pole}"), cfg.expert.algo)
+
+
+def train_one_expert(cfg, pole: str) -> Path:
+    from rlphf_cli.config import to_dict
+
+    art = RunDir(cfg.run_dir).artifact(f"experts/{pole}")
+    _check_partial(cfg, art, cfg.expert.algo)
+    work = art.work
+    checkpoints = work / "checkpoints"
+    train = {"dpo": _train_dpo, "grpo": _train_grpo, "ppo": _train_ppo}[cfg.expert.algo]
+    stats = train(cfg, pole, work, checkpoints)
+    launcher.wait_for_everyone()
+    if not launcher.is_main_process():
+        return art.path
+    check = own_pole_check(cfg, pole, work)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    for stray in (*_STRAY_FILES, "partial.json"):
+        (work / stray).unlink(missing_ok=True)
+    art.commit(
+        "expert",
+        to_dict(cfg),
+        pole=pole,
+        algo=cfg.expert.algo,
+        base=base_fingerprint(cfg),
+        own_pole=check,
+        metrics=stats,
+    )
+    log.info("expert %s (%s) -> %s", pole, cfg.expert.algo, art.path)
+    for c in (check, check.get("sampled")):
+        if c and c.get("non_tied_win_rate") is not None:
+            log.info(
+                "expert %s, %s: beats the base on %s in %.0f%% of non-tied held-out comparisons; judge score %.3f -> %.3f",
+                pole,
+                c["decoding"],
+                pole,
+                100 * c["non_tied_win_rate"],
+                c["judge_score_base"],
+                c["judge_score_expert"],
+            )
+    return art.path
+
+
+def setting(cfg, name: str):
+    """A training setting of the current algorithm: its own override, else the shared expert value."""
+    own = cfg.expert[cfg.expert.algo].get(name)
+    return own if own is not None else cfg.expert[name]
+
+
+def lora_config(cfg):
+    from peft import LoraConfig
+
+    ec = cfg.expert
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=ec.lora_r,
+        lora_alpha=ec.lora_alpha,
+        lora_dropout=ec.lora_dropout,
+        target_modules=list(ec.lora_target_modules) if ec.lora_target_modules else None,
+    )
+
+
+def _common_args(cfg, checkpoints: Path, run_name: str) -> dict:
+    from rlphf_cli.modeling import torch_dtype
+    from rlphf_cli.training.common import trainer_kwargs
+
+    ec = cfg.expert
+    return {
+        **trainer_kwargs(cfg, checkpoints, run_name),
+        "per_device_train_batch_size": setting(cfg, "batch_size"),
+        "gradient_accumulation_steps": ec.gradient_accumulation_steps,
+        "learning_rate": setting(cfg, "learning_rate"),
+        "lr_scheduler_type": ec.lr_scheduler,
+        "warmup_steps": ec.warmup_steps,
+        "num_train_epochs": setting(cfg, "num_epochs"),
+        "max_steps": setting(cfg, "max_steps"),
+        "logging_steps": ec.logging_steps,
+        "save_steps": ec.save_steps,
+        "model_init_kwargs": {"dtype": torch_dtype(cfg.model.dtype)},
+        "trust_remote_code": cfg.model.trust_remote_code,
+    }
+
+
+def _fit(trainer, checkpoints: Path, work: Path, pole: str) -> dict:
+    from rlphf_cli.training.common import last_checkpoint
+
+    resume = last_checkpoint(checkpoints)
+    if resume:
+        log.info("expert %s: resuming from %s", pole, resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(work))  # the LoRA adapter; TRL/transformers write it from the main process only
+    processes = trainer.accelerator.num_processes
+    if trainer.args.should_save:
+        log.info("expert %s: adapter saved by process %d of %d", pole, trainer.args.process_index, processes)
+    finish_tracking()
+    return {"train_loss": result.training_loss, "steps": result.global_step, "processes": processes}
+
+
+def finish_tracking() -> None:
+    """Close a W&B run so that the next pole's trainer starts its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from rlphf_cli.modeling import format_prompt, load_tokenizer
+    from rlphf_cli.training.common import base_model_path
+
+    ec = cfg.expert
+    base = base_model_path(cfg)
+    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
+    template = cfg.model.prompt_template
+    rows = [
+        {
+            "prompt": format_prompt(template, r["user_input"]),
+            "chosen": r["completion_a"],
+            "rejected": r["completion_b"],
+        }
+        for r in pole_pairs(cfg, pole)
+    ]
+    args = DPOConfig(
+        **_common_args(cfg, checkpoints, f"expert-{pole}-dpo"),
+        beta=ec.dpo.beta,
+        loss_type=[ec.dpo.loss_type, "sft"] if ec.dpo.sft_weight > 0 else [ec.dpo.loss_type],
+        loss_weights=[1.0, ec.dpo.sft_weight] if ec.dpo.sft_weight > 0 else None,
+        max_length=ec.max_length,
+    )
+    log.info("expert %s: DPO on %d pairs", pole, len(rows))
+    trainer = DPOTrainer(
+        model=base,  # a path: TRL makes the reference by disabling the adapter
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+    )
+    return _fit(trainer, checkpoints, work, pole)
+
+
+def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlphf_cli.benchmarks import get_benchmark
+    from rlphf_cli.modeling import format_prompt, load_tokenizer
+    from rlphf_cli.rewards import get_reward
+    from rlphf_cli.training.common import base_model_path
+
+    ec = cfg.expert
+    g = ec.grpo
+    per_step = setting(cfg, "batch_size") * ec.gradient_accumulation_steps
+    if g.num_generations < 2 or per_step % g.num_generations:
+        raise UserError(
+            f"the GRPO batch size x gradient_accumulation_steps ({per_step}) must be a multiple of "
+            f"expert.grpo.num_generations ({g.num_generations}, at least 2)"
+        )
+    base = base_model_path(cfg)
+    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
+    kind = reward_kind(cfg)
+    reward = get_reward(cfg, kind)
+
+    def pole_reward(prompts, completions, raw_prompt, **_):
+        return reward.score(pole, list(raw_prompt), [c.strip() for c in completions])
+
+    pole_reward.__name__ = f"{pole}_{kind}"
+    prompts = get_benchmark(cfg.benchmark).train_prompts()
+    rows = [
+        {"prompt": format_prompt(cfg.model.prompt_template, p.text), "raw_prompt": p.text} for p in prompts
+    ]
+    args = GRPOConfig(
+        **_common_args(cfg, checkpoints, f"expert-{pole}-grpo"),
+        num_generations=g.num_generations,
+        max_completion_length=ec.max_new_tokens,
+        temperature=ec.temperature,
+        beta=g.beta,
+        loss_type=g.loss_type,
+    )
+    log.info("expert %s: GRPO with the %s reward on %d prompts", pole, kind, len(rows))
+    trainer = GRPOTrainer(
+        model=base,
+        reward_funcs=pole_reward,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+    )
+    return _fit(trainer, checkpoints, work, pole)
+
+
+def _train_ppo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
+    from rlphf_cli.training.ppo import train_ppo
+
+    stats = train_ppo(cfg, pole, work, checkpoints, reward_kind(cfg))
+    finish_tracking()
+    return stats
+
+
+# ----- the own-pole check -----
+def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
+    """Judge the saved expert against the base on its own pole, on the benchmark's held-out prompts.
+
+    Two decodings, both of the expert and of the base: greedy (each model's most likely response, one per
+    prompt: what the expert has learned to prefer) and pure sampling at temperature 1 as P-Soups evaluated
+    (`expert.eval_samples` responses per prompt, the same random stream for both models, so identical
+    outputs tie). The greedy figures are the headline; the sampled ones are under `sampled`. Loading the
+    adapter here also proves the saved folder loads. Empty when the benchmark has no programmatic judge.
+    """
+    import torch
+    from peft import PeftModel
+
+    from rlphf_cli.benchmarks import get_benchmark
+    from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
+    from rlphf_cli.training.common import base_model_path
+
+    bench = get_benchmark(cfg.benchmark)
+    if not hasattr(bench, "compare"):
+        return {}
+    n = cfg.expert.eval_samples
+    base = base_model_path(cfg)
+    device = resolve_device(cfg.device)
+    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
+    model = load_causal_lm(base, cfg.model, device).eval()
+    prompts = bench.eval_prompts()
+    formatted = [format_prompt(cfg.model.prompt_template, p.text) for p in prompts]
+
+    def decode(m) -> tuple[list, list]:
+        common = dict(max_new_tokens=cfg.expert.max_new_tokens, seed=cfg.seed + 1)
+        greedy = sample_responses(m, tokenizer, formatted, n=1, temperature=0.0, **common)
+        sampled = sample_responses(m, tokenizer, formatted, n=n, temperature=1.0, **common) if n > 0 else []
+        return greedy, sampled
+
+    base_greedy, base_sampled = decode(model)
+    try:
+        expert = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(
+            f"the adapter in {adapter_dir} does not load on the base: {str(exc).splitlines()[0]}"
+        ) from None
+    expert_greedy, expert_sampled = decode(expert)
+    del expert, model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    out = {"decoding": "greedy", **_judge_against_base(bench, pole, prompts, expert_greedy, base_greedy)}
+    if n > 0:
+        sampled = _judge_against_base(bench, pole, prompts, expert_sampled, base_sampled)
+        out["sampled"] = {"decoding": "temperature 1.0", "samples_per_prompt": n, **sampled}
+    return out
+
+
+def _judge_against_base(bench, pole: str, prompts, expert_out, base_out) -> dict:
+    wins = losses = ties = 0
+    score_e, score_b = [], []
+    for p, outs_e, outs_b in zip(prompts, expert_out, base_out, strict=True):
+        for e, b in zip(outs_e, outs_b, strict=True):
+            verdict = bench.compare(pole, p.text, e, b)
+            wins += verdict == "A"
+            losses += verdict == "B"
+            ties += verdict == "TIE"
+            score_e.append(bench.score(pole, p.text, e))
+            score_b.append(bench.score(pole, p.text, b))
+    decided = wins + losses
+    return {
+        "non_tied_win_rate": wins / decided if decided else None,
+        "win_rate": (wins + ties / 2) / (decided + ties),
+        "judgments": decided + ties,
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "judge_score_expert": sum(score_e) / len(score_e),
+        "judge_score_base": sum(score_b) / len(score_b),
+        "invalid_expert": sum(s < 0 for s in score_e) / len(score_e),
+        "invalid_base": sum(s < 0 for s in score_b) / len(score_b),
+        "eval_prompts": len(prompts),
+    }

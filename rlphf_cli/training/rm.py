@@ -1,0 +1,169 @@
+"""`rlphf train-rm`: one reward model per pole, as P-Soups trained them.
+
+A sequence-classification head (one output) on the run's base with LoRA (r=8, alpha=32 by default),
+trained with TRL's RewardTrainer (pairwise -logsigmoid loss) on the pole's pairs; a share of the pairs is
+held out and the pairwise accuracy on it is recorded in `rm/<pole>/manifest.json`. The folder is a peft
+adapter with its score head (`modules_to_save`), loaded by `rlphf_cli.rewards.load_reward_model`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from rlphf_cli import launcher
+from rlphf_cli.runs import RunDir
+from rlphf_cli.training.pairs import pole_pairs, resolve_poles, split_pairs
+
+log = logging.getLogger(__name__)
+
+
+def train_rm(cfg) -> list[Path]:
+    """Train the reward models of `rm.pole` (a pole, a list, or all); complete ones are skipped."""
+    poles = resolve_poles(cfg, cfg.rm.pole)
+    run = RunDir(cfg.run_dir)
+    todo = [p for p in poles if not run.artifact(f"rm/{p}").is_complete()]
+    for pole in poles:
+        if pole not in todo:
+            log.info("reward model %s already complete; skipping", pole)
+    if todo and launcher.should_prepare():
+        _prepare(cfg, todo)
+        if launcher.relaunch(cfg, "rlphf_cli.training.rm:train_rm"):
+            return [run.artifact(f"rm/{p}").path for p in poles]
+    for pole in todo:
+        train_one_rm(cfg, pole)
+    return [run.artifact(f"rm/{p}").path for p in poles]
+
+
+def _prepare(cfg, poles: list[str]) -> None:
+    """Check inputs and make the pairs once, before any training process starts."""
+    from rlphf_cli.training.common import base_model_path
+
+    base_model_path(cfg)
+    for pole in poles:
+        pole_pairs(cfg, pole)
+
+
+def rm_rows(cfg, pairs: list[dict]) -> list[dict]:
+    from rlphf_cli.modeling import format_prompt
+
+    template = cfg.model.prompt_template
+    return [
+        {
+            "prompt": format_prompt(template, r["user_input"]),
+            "chosen": r["completion_a"],
+            "rejected": r["completion_b"],
+        }
+        for r in pairs
+    ]
+
+
+def train_one_rm(cfg, pole: str) -> Path:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    from rlphf_cli.config import to_dict
+    from rlphf_cli.modeling import load_tokenizer, torch_dtype
+    from rlphf_cli.training.common import base_model_path, last_checkpoint, trainer_kwargs
+    from rlphf_cli.training.expert import base_fingerprint, finish_tracking
+
+    rc = cfg.rm
+    art = RunDir(cfg.run_dir).artifact(f"rm/{pole}")
+    pairs = pole_pairs(cfg, pole)
+    train, held = split_pairs(pairs, rc.eval_fraction, cfg.seed)
+    base = base_model_path(cfg)
+    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype=torch_dtype(cfg.model.dtype),
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    peft_config = LoraConfig(
+        task_type="SEQ_CLS",
+        r=rc.lora_r,
+        lora_alpha=rc.lora_alpha,
+        lora_dropout=rc.lora_dropout,
+        target_modules=list(rc.lora_target_modules) if rc.lora_target_modules else None,
+    )
+    work = art.start()  # every process: the folder may not exist yet in a launched one
+    checkpoints = work / "checkpoints"
+    args = RewardConfig(
+        **trainer_kwargs(cfg, checkpoints, f"rm-{pole}"),
+        per_device_train_batch_size=rc.batch_size,
+        gradient_accumulation_steps=rc.gradient_accumulation_steps,
+        learning_rate=rc.learning_rate,
+        lr_scheduler_type=rc.lr_scheduler,
+        warmup_steps=rc.warmup_steps,
+        weight_decay=rc.weight_decay,
+        num_train_epochs=rc.num_epochs,
+        max_steps=rc.max_steps,
+        max_length=rc.max_length,
+        logging_steps=rc.logging_steps,
+        save_steps=rc.save_steps,
+    )
+    log.info("reward model %s: %d training pairs, %d held out", pole, len(train), len(held))
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rm_rows(cfg, train)),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    resume = last_checkpoint(checkpoints)
+    if resume:
+        log.info("reward model %s: resuming from %s", pole, resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(work))  # the adapter and its score head; written by the main process only
+    processes = trainer.accelerator.num_processes
+    finish_tracking()
+    launcher.wait_for_everyone()
+    if not launcher.is_main_process():
+        return art.path
+    accuracy = pairwise_accuracy(trainer.model, tokenizer, cfg, held)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    for stray in ("training_args.bin", "README.md"):
+        (work / stray).unlink(missing_ok=True)
+    art.commit(
+        "reward_model",
+        to_dict(cfg),
+        pole=pole,
+        base=base_fingerprint(cfg),
+        accuracy=accuracy,  # held-out pairwise accuracy against the pairs' labels
+        train_pairs=len(train),
+        eval_pairs=len(held),
+        metrics={"train_loss": result.training_loss, "steps": result.global_step, "processes": processes},
+    )
+    log.info("reward model %s: held-out accuracy %.3f on %d pairs -> %s", pole, accuracy, len(held), art.path)
+    return art.path
+
+
+@torch.no_grad()
+def score_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> list[float]:
+    """Scalar scores of full texts (prompt + response), with the EOS the trainer appended."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for i in range(0, len(texts), batch_size):
+        batch = [t + tokenizer.eos_token for t in texts[i : i + batch_size]]
+        enc = tokenizer(batch, return_tensors="pt", padding=True).to(device)
+        out += model(**enc).logits[:, 0].float().tolist()
+    model.train(was_training)
+    return out
+
+
+def pairwise_accuracy(model, tokenizer, cfg, pairs: list[dict]) -> float | None:
+    """Share of pairs whose chosen response scores strictly higher than the rejected one."""
+    if not pairs:
+        return None
+    rows = rm_rows(cfg, pairs)
+    chosen = score_texts(model, tokenizer, [r["prompt"] + r["chosen"] for r in rows])
+    rejected = score_texts(model, tokenizer, [r["prompt"] + r["rejected"] for r in rows])
+    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)

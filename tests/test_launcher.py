@@ -1,0 +1,96 @@
+"""Several training processes through `accelerate launch` (launcher.num_processes=N)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+from test_pairs import new_run
+
+from rlphf_cli.config import compose
+from rlphf_cli.errors import UserError
+from rlphf_cli.launcher import command, relaunch
+
+
+def test_command_relaunches_this_module_under_accelerate(tmp_path):
+    cfg = compose([f"run_dir={tmp_path}", "launcher.num_processes=4"])
+    cmd = command(cfg, "rlphf_cli.training.expert:train_expert")
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert cmd[cmd.index("--num_processes") + 1] == "4"
+    assert "--multi_gpu" in cmd  # DDP; gloo on a CPU-only machine (`--cpu` would start one process)
+    assert cmd[-3:] == ["-m", "rlphf_cli.launcher", "rlphf_cli.training.expert:train_expert"]
+    cfg = compose([f"run_dir={tmp_path}", "launcher.num_processes=2", "launcher.accelerate_config=ddp"])
+    cmd = command(cfg, "x:y")
+    config_file = cmd[cmd.index("--config_file") + 1]
+    assert config_file.endswith("accelerate/ddp.yaml") and "--multi_gpu" not in cmd
+
+
+@pytest.mark.parametrize("name", ["ddp", "zero2", "zero3", "fsdp"])
+def test_shipped_accelerate_configs_parse(name):
+    import yaml
+
+    from rlphf_cli.launcher import accelerate_config_path
+
+    data = yaml.safe_load(accelerate_config_path(name).read_text())
+    assert data["distributed_type"] in {"MULTI_GPU", "DEEPSPEED", "FSDP"}
+    assert data["num_machines"] == 1
+
+
+def test_bad_launcher_settings_are_one_line_errors(tmp_path):
+    cfg = compose([f"run_dir={tmp_path}", "launcher.num_processes=2", "launcher.accelerate_config=nope"])
+    with pytest.raises(UserError, match="unknown launcher.accelerate_config 'nope'"):
+        command(cfg, "x:y")
+    with pytest.raises(UserError, match="at least 1"):
+        relaunch(compose([f"run_dir={tmp_path}", "launcher.num_processes=0"]), "x:y")
+    assert relaunch(compose([f"run_dir={tmp_path}"]), "x:y") is False  # one process: nothing launched
+    if importlib.util.find_spec("deepspeed") is None:
+        zero3 = compose(
+            [f"run_dir={tmp_path}", "launcher.num_processes=2", "launcher.accelerate_config=zero3"]
+        )
+        with pytest.raises(UserError, match="needs DeepSpeed"):
+            command(zero3, "x:y")
+
+
+def test_dpo_expert_in_two_cpu_processes(base_run, tmp_path_factory):
+    """Two gloo processes train one DPO expert; the adapter is written once, by the main process, and loads."""
+    from peft import PeftModel
+
+    from rlphf_cli.modeling import load_causal_lm
+    from rlphf_cli.runs import RunDir
+
+    run = new_run(base_run, tmp_path_factory.getbasetemp(), "two_processes")
+    args = [
+        f"run_dir={run}",
+        "pole=P2A",
+        "algo=dpo",
+        "launcher.num_processes=2",
+        "launcher.main_process_port=29731",
+        "expert.max_steps=4",
+        "expert.batch_size=2",
+        "expert.eval_samples=1",
+        "device=cpu",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "rlphf_cli", "train-expert", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert "[rank 0]" in log and "[rank 1]" in log  # two processes ran
+    assert log.count("adapter saved by process 0 of 2") == 1  # and only the main process wrote it
+    art = RunDir(run).artifact("experts/P2A")
+    manifest = art.manifest()
+    assert manifest["metrics"]["processes"] == 2 and manifest["metrics"]["steps"] == 4
+    assert sorted(p.name for p in art.path.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "manifest.json",
+    ]
+    assert not art.work.exists()
+    cfg = compose([f"run_dir={run}"])
+    model = PeftModel.from_pretrained(load_causal_lm(str(run / "base"), cfg.model), str(art.path))
+    assert any("lora_B" in name and p.abs().sum() > 0 for name, p in model.named_parameters())
