@@ -24,7 +24,9 @@ class JudgeReward:
 
     def __init__(self, benchmark):
         if not hasattr(benchmark, "score"):
-            raise UserError(f"benchmark {benchmark.name!r} has no programmatic judge; use reward=reward_model")
+            raise UserError(
+                f"benchmark {benchmark.name!r} has no programmatic judge; use reward=reward_model"
+            )
         self.benchmark = benchmark
 
     def score(self, pole: str, prompts: list[str], responses: list[str]) -> list[float]:
@@ -54,7 +56,10 @@ class RewardModelReward:
 
         model, tokenizer = self._load(pole)
         template = self.cfg.model.prompt_template
-        texts = [format_prompt(template, p) + r + tokenizer.eos_token for p, r in zip(prompts, responses, strict=True)]
+        texts = [
+            format_prompt(template, p) + r + tokenizer.eos_token
+            for p, r in zip(prompts, responses, strict=True)
+        ]
         out: list[float] = []
         for i in range(0, len(texts), self.batch_size):
             enc = tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True).to(self.device)
@@ -87,7 +92,9 @@ def load_reward_model(cfg, pole: str, device: torch.device):
     try:
         model = PeftModel.from_pretrained(model, str(art.path)).merge_and_unload()
     except (RuntimeError, ValueError) as exc:  # e.g. size mismatch: made for another base
-        raise UserError(f"reward model {art.path} does not load on {base}: {str(exc).splitlines()[0]}") from None
+        raise UserError(
+            f"reward model {art.path} does not load on {base}: {str(exc).splitlines()[0]}"
+        ) from None
     return model.to(device).eval(), tokenizer
 
 

@@ -68,11 +68,11 @@ def table(run: Path, poles, seconds: dict[str, float]) -> str:
     pairs = manifest(run / "data" / "pairs").get("counts", {})
     lines = ["| pole | pairs kept (ties dropped) | RM held-out accuracy % (pairs) |", "|---|---|---|"]
     for pole in poles:
-        rm = manifest(run / "rm" / pole)
+        rm = manifest(run / "rm" / pole).get("metrics", {})
         count = pairs.get(pole, {})
         lines.append(
             f"| {pole} | {count.get('pairs', '?')} ({count.get('ties_dropped', '?')}) | "
-            f"{pct(rm.get('accuracy'))} ({rm.get('eval_pairs', '?')}) |"
+            f"{pct(rm.get('heldout_accuracy'))} ({rm.get('heldout_pairs', '?')}) |"
         )
     lines += [
         "",
@@ -84,13 +84,13 @@ def table(run: Path, poles, seconds: dict[str, float]) -> str:
     ]
     for pole in poles:
         for algo in ALGOS:
-            check = manifest(run / f"experts_{algo}" / pole).get("own_pole", {})
-            if not check:
+            check = manifest(run / f"experts_{algo}" / pole).get("metrics", {})
+            if "win_rate_vs_base" not in check:
                 continue
             s = check.get("sampled", {})
             lines.append(
-                f"| {pole} | {algo} | {pct(check['non_tied_win_rate'])} ({check['wins']}/{check['losses']}/"
-                f"{check['ties']}) | {pct(s.get('non_tied_win_rate'))} ({s.get('wins')}/{s.get('losses')}/"
+                f"| {pole} | {algo} | {pct(check['win_rate_vs_base'])} ({check['wins']}/{check['losses']}/"
+                f"{check['ties']}) | {pct(s.get('win_rate_vs_base'))} ({s.get('wins')}/{s.get('losses')}/"
                 f"{s.get('ties')}) | {s.get('judge_score_base', 0):.2f} -> {s.get('judge_score_expert', 0):.2f} | "
                 f"{pct(s.get('invalid_base'))} -> {pct(s.get('invalid_expert'))} |"
             )

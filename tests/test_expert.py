@@ -27,13 +27,13 @@ def _cfg(run, *overrides):
 
 
 def _check(run, pole):
-    return RunDir(run).artifact(f"experts/{pole}").manifest()["own_pole"]
+    return RunDir(run).artifact(f"experts/{pole}").manifest()["metrics"]
 
 
 def test_dpo_expert_beats_the_base_on_its_pole(base_run, root):
     run = new_run(base_run, root, "dpo_run")
-    train_expert(_cfg(run, "expert.pole=P3A", "expert.algo=dpo", "expert.dpo.max_steps=120"))
-    art = RunDir(run).artifact("experts/P3A")
+    train_expert(_cfg(run, "expert.pole=P2A", "expert.algo=dpo"))
+    art = RunDir(run).artifact("experts/P2A")
     assert sorted(p.name for p in art.path.iterdir()) == [
         "adapter_config.json",
         "adapter_model.safetensors",
@@ -42,12 +42,13 @@ def test_dpo_expert_beats_the_base_on_its_pole(base_run, root):
     adapter = json.loads((art.path / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and adapter["lora_alpha"] == 32 and adapter["task_type"] == "CAUSAL_LM"
     manifest = art.manifest()
-    assert manifest["pole"] == "P3A" and manifest["algo"] == "dpo" and manifest["base"]["fingerprint"]
-    assert manifest["metrics"]["steps"] == 120
-    check = manifest["own_pole"]
-    assert check["judgments"] == 48 * 2
-    # reduced budget: a lower bar than the default budget's 80%
-    assert check["non_tied_win_rate"] >= 0.65, check
+    assert manifest["pole"] == "P2A" and manifest["algo"] == "dpo" and manifest["base"]["fingerprint"]
+    check = manifest["metrics"]
+    assert check["steps"] == 120
+    assert check["decoding"] == "greedy" and check["judgments"] == 48
+    assert check["sampled"]["judgments"] == 48 * 2
+    # reduced budget (120 steps of 4 pairs): a lower bar than the default budget's 80%
+    assert check["win_rate_vs_base"] >= 0.65, check
 
 
 def test_experts_load_together_under_their_pole_names(base_run, root):
@@ -56,19 +57,19 @@ def test_experts_load_together_under_their_pole_names(base_run, root):
     from rlphf_cli.modeling import load_causal_lm
 
     run = root / "dpo_run"
-    shutil.copytree(run / "experts" / "P3A", run / "experts" / "P3B")  # a second adapter, same base
+    shutil.copytree(run / "experts" / "P2A", run / "experts" / "P2B")  # a second adapter, same base
     model = load_causal_lm(str(run / "base"), _cfg(run).model)
-    model = PeftModel.from_pretrained(model, str(run / "experts" / "P3A"), adapter_name="P3A")
-    model.load_adapter(str(run / "experts" / "P3B"), adapter_name="P3B")
-    assert set(model.peft_config) == {"P3A", "P3B"}
+    model = PeftModel.from_pretrained(model, str(run / "experts" / "P2A"), adapter_name="P2A")
+    model.load_adapter(str(run / "experts" / "P2B"), adapter_name="P2B")
+    assert set(model.peft_config) == {"P2A", "P2B"}
 
 
 def test_grpo_raises_the_poles_judge_score(base_run, root):
     run = new_run(base_run, root, "grpo_run", with_pairs=False)
     train_expert(_cfg(run, "expert.pole=P3A", "expert.algo=grpo", "expert.grpo.max_steps=30"))
-    check = _check(run, "P3A")
-    # the mean P3A judge score (in [0, 1], -1 for invalid text) of held-out samples rises by at least 0.15
-    assert check["judge_score_expert"] >= check["judge_score_base"] + 0.15, check
+    check = _check(run, "P3A")["sampled"]
+    # the mean P3A judge score (in [0, 1], -1 for invalid text) of held-out samples rises by at least 0.25
+    assert check["judge_score_expert"] >= check["judge_score_base"] + 0.25, check
 
 
 def test_ppo_against_the_poles_reward_model_raises_its_judge_score(base_run, root, caplog):
@@ -77,9 +78,9 @@ def test_ppo_against_the_poles_reward_model_raises_its_judge_score(base_run, roo
         train_expert(_cfg(run, "expert.pole=P2A", "expert.algo=ppo", "expert.ppo.max_steps=15"))
     assert "reward_model reward" in caplog.text
     manifest = RunDir(run).artifact("experts/P2A").manifest()
-    check = manifest["own_pole"]
-    # the mean P2A judge score of held-out samples rises by at least 0.05
-    assert check["judge_score_expert"] >= check["judge_score_base"] + 0.05, (check, manifest["metrics"])
+    check = manifest["metrics"]["sampled"]
+    # the mean P2A judge score of held-out samples (in [0, 1], -1 for invalid text) rises by at least 0.2
+    assert check["judge_score_expert"] >= check["judge_score_base"] + 0.2, manifest["metrics"]
     shutil.rmtree(run / "experts")
 
 

@@ -15,6 +15,7 @@ TEST_OVERRIDES = [
     "pairs.pairs_per_prompt=4",
     "rm.max_steps=60",
     "expert.eval_samples=2",
+    "expert.dpo.max_steps=120",
 ]
 
 

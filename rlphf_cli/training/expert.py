@@ -175,18 +175,20 @@ def train_one_expert(cfg, pole: str) -> Path:
         pole=pole,
         algo=cfg.expert.algo,
         base=base_fingerprint(cfg),
-        own_pole=check,
-        metrics=stats,
+        metrics={
+            **stats,
+            **check,
+        },  # training figures, then the own-pole check (greedy; sampled under "sampled")
     )
     log.info("expert %s (%s) -> %s", pole, cfg.expert.algo, art.path)
     for c in (check, check.get("sampled")):
-        if c and c.get("non_tied_win_rate") is not None:
+        if c and c.get("win_rate_vs_base") is not None:
             log.info(
                 "expert %s, %s: beats the base on %s in %.0f%% of non-tied held-out comparisons; judge score %.3f -> %.3f",
                 pole,
                 c["decoding"],
                 pole,
-                100 * c["non_tied_win_rate"],
+                100 * c["win_rate_vs_base"],
                 c["judge_score_base"],
                 c["judge_score_expert"],
             )
@@ -417,8 +419,7 @@ def _judge_against_base(bench, pole: str, prompts, expert_out, base_out) -> dict
             score_b.append(bench.score(pole, p.text, b))
     decided = wins + losses
     return {
-        "non_tied_win_rate": wins / decided if decided else None,
-        "win_rate": (wins + ties / 2) / (decided + ties),
+        "win_rate_vs_base": wins / decided if decided else None,  # among non-tied judgments
         "judgments": decided + ties,
         "wins": wins,
         "losses": losses,

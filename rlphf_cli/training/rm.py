@@ -135,10 +135,14 @@ def train_one_rm(cfg, pole: str) -> Path:
         to_dict(cfg),
         pole=pole,
         base=base_fingerprint(cfg),
-        accuracy=accuracy,  # held-out pairwise accuracy against the pairs' labels
-        train_pairs=len(train),
-        eval_pairs=len(held),
-        metrics={"train_loss": result.training_loss, "steps": result.global_step, "processes": processes},
+        metrics={
+            "heldout_accuracy": accuracy,  # pairwise, against the pairs' labels (the judge)
+            "heldout_pairs": len(held),
+            "train_pairs": len(train),
+            "train_loss": result.training_loss,
+            "steps": result.global_step,
+            "processes": processes,
+        },
     )
     log.info("reward model %s: held-out accuracy %.3f on %d pairs -> %s", pole, accuracy, len(held), art.path)
     return art.path
