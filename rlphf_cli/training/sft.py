@@ -31,7 +31,9 @@ def train_sft(cfg) -> Path:
 
     bench = get_benchmark(cfg.benchmark)
     if not hasattr(bench, "sft_corpus"):
-        raise UserError(f"benchmark {bench.name!r} has no built-in corpus: set model.name_or_path to a real base")
+        raise UserError(
+            f"benchmark {bench.name!r} has no built-in corpus: set model.name_or_path to a real base"
+        )
     work = base.start()
     tokenizer = build_tokenizer(bench.vocabulary_text())
     corpus = bench.sft_corpus(cfg.benchmark.sft_examples, cfg.seed)
