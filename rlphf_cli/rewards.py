@@ -67,19 +67,13 @@ class RewardModelReward:
         return out
 
 
-def load_reward_model(cfg, pole: str, device: torch.device):
-    """Load `rm/<pole>` onto the base as a merged sequence classifier; returns (model, tokenizer)."""
-    from peft import PeftModel
+def load_scoring_base(cfg):
+    """The run's base with a one-output classification head, and its tokenizer: what a reward model trains on."""
     from transformers import AutoModelForSequenceClassification
 
     from rlphf_cli.modeling import load_tokenizer, torch_dtype
     from rlphf_cli.training.common import base_model_path
-    from rlphf_cli.training.expert import check_adapter_base
 
-    art = RunDir(cfg.run_dir).artifact(f"rm/{pole}")
-    if not art.is_complete():
-        raise UserError(f"no reward model for {pole} in {art.path}: run `rlphf train-rm pole={pole}` first")
-    check_adapter_base(cfg, art, "reward model")
     base = base_model_path(cfg)
     tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -89,6 +83,22 @@ def load_reward_model(cfg, pole: str, device: torch.device):
         dtype=torch_dtype(cfg.model.dtype),
         trust_remote_code=cfg.model.trust_remote_code,
     )
+    return model, tokenizer
+
+
+def load_reward_model(cfg, pole: str, device: torch.device):
+    """Load `rm/<pole>` onto the base as a merged sequence classifier; returns (model, tokenizer)."""
+    from peft import PeftModel
+
+    from rlphf_cli.training.common import base_model_path
+    from rlphf_cli.training.expert import check_adapter_base
+
+    art = RunDir(cfg.run_dir).artifact(f"rm/{pole}")
+    if not art.is_complete():
+        raise UserError(f"no reward model for {pole} in {art.path}: run `rlphf train-rm pole={pole}` first")
+    check_adapter_base(cfg, art, "reward model")
+    base = base_model_path(cfg)
+    model, tokenizer = load_scoring_base(cfg)
     try:
         model = PeftModel.from_pretrained(model, str(art.path)).merge_and_unload()
     except (RuntimeError, ValueError) as exc:  # e.g. size mismatch: made for another base

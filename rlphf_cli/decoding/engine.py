@@ -237,20 +237,24 @@ def decode(
     sampler = sampler or Sampler()
     ids, mask = left_pad(prompts, pad_token_id, device)
     try:
-        steps, out_w, out_lp = _decode_loop(
-            experts,
-            provider,
-            ids,
-            mask,
-            active,
-            eos_token_id,
-            pad_token_id,
-            max_new_tokens,
-            mixing,
-            sampler,
-            generator,
-            record,
-        )
+        logp = experts.prefill(ids, mask, active)
+        weights = provider.prefill(ids, mask)
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        out_tokens, out_w, out_lp = [], [], []
+        for t in range(max_new_tokens):
+            token = sampler(mix(logp, weights, mixing), generator)
+            token = token.masked_fill(done, pad_token_id)
+            out_tokens.append(token)
+            if record:
+                out_w.append(weights.float())
+                out_lp.append(logp.gather(-1, token[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(-1))
+            done |= token == eos_token_id
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            logp = experts.step(token, mask)
+            weights = provider.step(token, mask)
+        steps = torch.stack(out_tokens, dim=1).tolist()
     finally:
         experts.close()
     result = Decoded(tokens=[])
@@ -261,37 +265,3 @@ def decode(
             result.weights.append(torch.stack([w[i] for w in out_w[:n]]))
             result.expert_logps.append(torch.stack([lp[i] for lp in out_lp[:n]]))
     return result
-
-
-def _decode_loop(
-    experts,
-    provider,
-    ids,
-    mask,
-    active,
-    eos_token_id,
-    pad_token_id,
-    max_new_tokens,
-    mixing,
-    sampler,
-    generator,
-    record,
-):
-    logp = experts.prefill(ids, mask, active)
-    weights = provider.prefill(ids, mask)
-    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-    out_tokens, out_w, out_lp = [], [], []
-    for t in range(max_new_tokens):
-        token = sampler(mix(logp, weights, mixing), generator)
-        token = token.masked_fill(done, pad_token_id)
-        out_tokens.append(token)
-        if record:
-            out_w.append(weights.float())
-            out_lp.append(logp.gather(-1, token[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(-1))
-        done |= token == eos_token_id
-        if bool(done.all()) or t == max_new_tokens - 1:
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        logp = experts.step(token, mask)
-        weights = provider.step(token, mask)
-    return torch.stack(out_tokens, dim=1).tolist(), out_w, out_lp

@@ -64,27 +64,19 @@ def rm_rows(cfg, pairs: list[dict]) -> list[dict]:
 def train_one_rm(cfg, pole: str) -> Path:
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
     from rlphf_cli.config import to_dict
-    from rlphf_cli.modeling import load_tokenizer, torch_dtype
-    from rlphf_cli.training.common import base_model_path, last_checkpoint, trainer_kwargs
+    from rlphf_cli.training.common import last_checkpoint, trainer_kwargs
     from rlphf_cli.training.expert import base_fingerprint, finish_tracking
 
     rc = cfg.rm
     art = RunDir(cfg.run_dir).artifact(f"rm/{pole}")
     pairs = pole_pairs(cfg, pole)
     train, held = split_pairs(pairs, rc.eval_fraction, cfg.seed)
-    base = base_model_path(cfg)
-    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-        dtype=torch_dtype(cfg.model.dtype),
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    from rlphf_cli.rewards import load_scoring_base
+
+    model, tokenizer = load_scoring_base(cfg)
     peft_config = LoraConfig(
         task_type="SEQ_CLS",
         r=rc.lora_r,
