@@ -23,11 +23,25 @@ class Pole:
 POLES: dict[str, Pole] = {
     p.name: p
     for p in [
-        Pole("P1A", "P1", "Generate a response that can be easily understood by an elementary school student."),
-        Pole("P1B", "P1", "Generate a response that only a PhD Student in that specific field could understand."),
+        Pole(
+            "P1A", "P1", "Generate a response that can be easily understood by an elementary school student."
+        ),
+        Pole(
+            "P1B",
+            "P1",
+            "Generate a response that only a PhD Student in that specific field could understand.",
+        ),
         Pole("P2A", "P2", "Generate a response that is concise and to the point, without being verbose."),
-        Pole("P2B", "P2", "Generate a response that is very informative, without missing any background information."),
-        Pole("P3A", "P3", "Generate a response that is friendly, witty, funny, and humorous, like a close friend."),
+        Pole(
+            "P2B",
+            "P2",
+            "Generate a response that is very informative, without missing any background information.",
+        ),
+        Pole(
+            "P3A",
+            "P3",
+            "Generate a response that is friendly, witty, funny, and humorous, like a close friend.",
+        ),
         Pole("P3B", "P3", "Generate a response in an unfriendly manner."),
         Pole("P3C", "P3", "Generate a response in a sassy manner."),
         Pole("P3D", "P3", "Generate a response in a sarcastic manner."),
@@ -81,7 +95,9 @@ def parse_preference(spec: str | Sequence[str], poles: Sequence[str]) -> list[Co
         for n in names:
             dim = POLES[n].dimension
             if dim in seen:
-                raise UserError(f"preference {part!r} names two poles of dimension {dim}: {seen[dim]} and {n}")
+                raise UserError(
+                    f"preference {part!r} names two poles of dimension {dim}: {seen[dim]} and {n}"
+                )
             seen[dim] = n
         combos.append(tuple(names))
     return combos
@@ -89,15 +105,6 @@ def parse_preference(spec: str | Sequence[str], poles: Sequence[str]) -> list[Co
 
 def combination_name(combination: Combination) -> str:
     return ",".join(combination)
-
-
-def combination_weights(combination: Combination, expert_poles: Sequence[str]) -> list[float]:
-    """Equal weight on each pole of the combination, as a vector over the experts (in expert order)."""
-    missing = [p for p in combination if p not in expert_poles]
-    if missing:
-        raise UserError(f"no expert for pole(s) {', '.join(missing)}; experts: {', '.join(expert_poles)}")
-    w = 1.0 / len(combination)
-    return [w if p in combination else 0.0 for p in expert_poles]
 
 
 def preference_text(combination: Combination) -> str:
@@ -115,10 +122,6 @@ class Preference:
     @property
     def name(self) -> str:
         return combination_name(self.combination)
-
-    @property
-    def uniform(self) -> bool:
-        return max(self.weights) - min(self.weights) < 1e-9
 
 
 def parse_weighted_preferences(spec: str, poles: Sequence[str]) -> list[Preference]:
@@ -153,6 +156,8 @@ def parse_weighted_preferences(spec: str, poles: Sequence[str]) -> list[Preferen
         if total <= 0:
             raise UserError(f"preference {part!r}: weights sum to zero")
         if abs(total - 1.0) > 1e-6:
-            logging.getLogger(__name__).warning("preference %s: weights sum to %g; normalised to 1", part, total)
+            logging.getLogger(__name__).warning(
+                "preference %s: weights sum to %g; normalised to 1", part, total
+            )
         out.append(Preference(combination, tuple(w / total for w in weights)))
     return out

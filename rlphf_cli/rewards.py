@@ -11,6 +11,7 @@ from typing import Protocol
 
 import torch
 
+from rlphf_cli.adapters import base_model_path, check_adapter_base, explain_load_failure
 from rlphf_cli.errors import UserError
 from rlphf_cli.runs import RunDir
 
@@ -50,21 +51,26 @@ class RewardModelReward:
             self._models[pole] = load_reward_model(self.cfg, pole, self.device)
         return self._models[pole]
 
-    @torch.no_grad()
     def score(self, pole: str, prompts: list[str], responses: list[str]) -> list[float]:
         from rlphf_cli.modeling import format_prompt
 
         model, tokenizer = self._load(pole)
         template = self.cfg.model.prompt_template
-        texts = [
-            format_prompt(template, p) + r + tokenizer.eos_token
-            for p, r in zip(prompts, responses, strict=True)
-        ]
-        out: list[float] = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True).to(self.device)
-            out += model(**enc).logits[:, 0].float().tolist()
-        return out
+        texts = [format_prompt(template, p) + r for p, r in zip(prompts, responses, strict=True)]
+        return score_texts(model, tokenizer, texts, self.batch_size)
+
+
+@torch.no_grad()
+def score_texts(model, tokenizer, texts: list[str], batch_size: int = 32) -> list[float]:
+    """A reward model's scalar scores of full texts (prompt + response), with the EOS its trainer appended."""
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for i in range(0, len(texts), batch_size):
+        batch = [t + tokenizer.eos_token for t in texts[i : i + batch_size]]
+        enc = tokenizer(batch, return_tensors="pt", padding=True).to(device)
+        out += model(**enc).logits[:, 0].float().tolist()
+    return out
 
 
 def load_scoring_base(cfg):
@@ -72,7 +78,6 @@ def load_scoring_base(cfg):
     from transformers import AutoModelForSequenceClassification
 
     from rlphf_cli.modeling import load_tokenizer, torch_dtype
-    from rlphf_cli.training.common import base_model_path
 
     base = base_model_path(cfg)
     tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
@@ -90,21 +95,13 @@ def load_reward_model(cfg, pole: str, device: torch.device):
     """Load `rm/<pole>` onto the base as a merged sequence classifier; returns (model, tokenizer)."""
     from peft import PeftModel
 
-    from rlphf_cli.training.common import base_model_path
-    from rlphf_cli.training.expert import check_adapter_base
-
     art = RunDir(cfg.run_dir).artifact(f"rm/{pole}")
     if not art.is_complete():
         raise UserError(f"no reward model for {pole} in {art.path}: run `rlphf train-rm pole={pole}` first")
     check_adapter_base(cfg, art, "reward model")
-    base = base_model_path(cfg)
     model, tokenizer = load_scoring_base(cfg)
-    try:
+    with explain_load_failure(f"reward model {art.path}", base_model_path(cfg)):
         model = PeftModel.from_pretrained(model, str(art.path)).merge_and_unload()
-    except (RuntimeError, ValueError) as exc:  # e.g. size mismatch: made for another base
-        raise UserError(
-            f"reward model {art.path} does not load on {base}: {str(exc).splitlines()[0]}"
-        ) from None
     return model.to(device).eval(), tokenizer
 
 

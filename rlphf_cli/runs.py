@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rlphf_cli.errors import UserError
+
 MANIFEST = "manifest.json"
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|(^|_)token$)", re.IGNORECASE)  # not max_new_tokens
 
@@ -55,11 +57,50 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_jsonl(path: str | Path, appended: bool = False) -> list:
+    """The records of a JSON-lines file, split on "\\n" only (U+2028, U+0085 and the like are text in a line).
+
+    A file this tool appends to (`appended`) may end in a line cut short by an interruption: that last line,
+    without its newline, is dropped and cut from the file so that the next append starts a clean line. Any
+    other line that is not JSON is an error naming it; blank lines are skipped.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # empty when the file ends with a newline
+    if not appended:
+        lines.append(tail)
+    elif tail:
+        with open(path, "r+b") as f:
+            f.truncate(len(data) - len(tail))
+    records = []
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            records.append(json.loads(raw))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise UserError(f"{path}:{n}: not a JSON line ({reason})") from None
+    return records
+
+
+def append_jsonl(path: str | Path, records: list) -> None:
+    """Append one line per record and sync, so that an interruption cuts at most the last line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def redact(obj: Any) -> Any:
     """Drop secret-looking values (api keys, tokens) from a config before it is printed or saved."""
     if isinstance(obj, dict):
         return {
-            k: ("***" if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in obj.items()
+            k: ("***" if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v))
+            for k, v in obj.items()
         }
     if isinstance(obj, list):
         return [redact(v) for v in obj]
@@ -80,7 +121,9 @@ def content_hash(path: str | Path) -> str:
     """sha256 over a file, or over a folder's files (relative names and contents), manifest excluded."""
     path = Path(path)
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST)
+    files = (
+        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST)
+    )
     for p in files:
         if path.is_dir():
             h.update(str(p.relative_to(path)).encode())

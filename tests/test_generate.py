@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from conftest import make_random_expert_run
 from rlphf_cli.config import compose
 from rlphf_cli.decoding.generate import ensure_generations
-from rlphf_cli.decoding.generations import GenerationsFile
+from rlphf_cli.generations import GenerationsFile
 from rlphf_cli.decoding.soups import add_soup
 
 KOALA = Path(__file__).resolve().parents[2] / "shared" / "data" / "koala_test_set.jsonl"

@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 from transformers import DynamicCache
 
-BASE = "__base__"  # peft's name for "no adapter" in a per-row adapter list
+from rlphf_cli.decoding.stacked_lora import BASE, StackedLoRA
 
 
 @dataclass
@@ -120,8 +120,6 @@ class AdapterExperts:
         self.model = model.eval()
         self.stacked = None
         if stacked and hasattr(model, "peft_config"):
-            from rlphf_cli.decoding.stacked_lora import StackedLoRA
-
             self.stacked = StackedLoRA(self.model)
         self.fwd = _CachedForward(self.model, use_cache)
         self._session = contextlib.ExitStack()

@@ -16,22 +16,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from rlphf_cli.adapters import base_model_path, load_experts
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.benchmarks.base import Prompt
 from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
-from rlphf_cli.decoding.generations import GenerationsFile
 from rlphf_cli.decoding.prompts import load_prompts_file
 from rlphf_cli.decoding.soups import MERGES, add_soup
 from rlphf_cli.errors import UserError
+from rlphf_cli.generations import METHODS, GenerationsFile
 from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
 from rlphf_cli.preferences import Preference, parse_weighted_preferences, preference_text
-from rlphf_cli.runs import RunDir
-from rlphf_cli.training.common import base_model_path
 
 log = logging.getLogger(__name__)
 
-METHODS = ("sft", "prompted", "soups", "mod", "uniform", "pcm")
 DEFAULT_MIXING = {"mod": "log", "uniform": "prob", "pcm": "prob"}
 
 
@@ -190,7 +188,7 @@ class Generator:
 
     def _provider(self, pref: Preference, batch: int, active: list[str]):
         if self.method == "pcm":
-            return self.pcm.provider(pref, batch, self.tokenizer)
+            return self.pcm.provider(pref, batch)
         if self.method == "uniform":
             weights = torch.full((batch, len(active)), 1.0 / len(active))
         elif self.method == "mod":
@@ -198,25 +196,3 @@ class Generator:
         else:
             weights = torch.ones(batch, 1)
         return FixedWeights(weights.to(self.device))
-
-
-def load_experts(cfg, base, poles: list[str]):
-    """The base with one LoRA adapter per pole from `experts/<pole>/`, named by the pole."""
-    from peft import PeftModel
-
-    run = RunDir(cfg.run_dir)
-    model = None
-    for pole in poles:
-        art = run.artifact(f"experts/{pole}")
-        if not art.is_complete():
-            raise UserError(f"no expert for {pole} in {art.path}: run `rlphf train-expert pole={pole}` first")
-        try:
-            if model is None:
-                model = PeftModel.from_pretrained(base, str(art.path), adapter_name=pole)
-            else:
-                model.load_adapter(str(art.path), adapter_name=pole)
-        except RuntimeError as exc:
-            raise UserError(
-                f"expert {pole} does not fit the base model (trained on another base?): {str(exc).splitlines()[0]}"
-            ) from None
-    return model.eval()

@@ -13,7 +13,7 @@ import contextlib
 
 import torch
 
-from rlphf_cli.decoding.engine import BASE
+BASE = "__base__"  # peft's name for "no adapter" in a per-row adapter list
 
 
 class StackedLoRA:
@@ -74,7 +74,3 @@ class StackedLoRA:
         finally:
             for h in hooks:
                 h.remove()
-
-    def invalidate(self) -> None:
-        """Adapters were added, removed or changed: restack on next use."""
-        self._stacks.clear()

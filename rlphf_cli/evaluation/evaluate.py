@@ -20,6 +20,7 @@ from rlphf_cli.evaluation import generations
 from rlphf_cli.evaluation.generations import Pair
 from rlphf_cli.evaluation.scoring import Summary, rescore, summarize
 from rlphf_cli.evaluation.tables import print_summary, write_tables
+from rlphf_cli.generations import check_method, known_methods
 from rlphf_cli.judges import Comparison, Judge, get_judge
 from rlphf_cli.runs import RunDir, atomic_write_json, content_hash
 
@@ -30,13 +31,13 @@ PROTOCOL = 1  # bump when the judging protocol changes, so old evaluations are r
 
 def evaluate(cfg) -> list[Path]:
     """Evaluate `eval.method` against `eval.baseline` (a method, or all); returns the result folders."""
-    method = generations.check_method(cfg, cfg.eval.method)
+    method = check_method(cfg.run_dir, cfg.eval.method)
     judge = get_judge(cfg)  # before any generating, so that a bad judge config fails fast
     if cfg.eval.baseline == "all":
         generations.ensure(cfg, method)
         baselines = available_baselines(cfg, method)
     else:
-        baselines = [generations.check_method(cfg, cfg.eval.baseline)]
+        baselines = [check_method(cfg.run_dir, cfg.eval.baseline)]
         if baselines[0] == method:
             raise UserError(f"method and baseline are both {method!r}; choose another --baseline or --method")
     return [evaluate_pair(cfg, method, baseline, judge) for baseline in baselines]
@@ -45,7 +46,7 @@ def evaluate(cfg) -> list[Path]:
 def available_baselines(cfg, method: str) -> list[str]:
     """Every other method that has generations or can get them; the others are skipped with a warning."""
     out = []
-    for baseline in generations.known_methods(cfg):
+    for baseline in known_methods(cfg.run_dir):
         if baseline == method:
             continue
         try:

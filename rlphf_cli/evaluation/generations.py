@@ -1,19 +1,18 @@
-"""Reading the methods' generations (`generations/<method>.jsonl`) and pairing two methods' outputs."""
+"""The methods' generations as evaluation reads them: made when missing, checked, paired method with baseline."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from rlphf_cli.errors import UserError
+from rlphf_cli.generations import METHODS as METHODS  # re-exported: evaluation/report.py imports it here
+from rlphf_cli.generations import GenerationsFile
 from rlphf_cli.preferences import check_poles
-from rlphf_cli.runs import RunDir
+from rlphf_cli.runs import read_jsonl
 
 log = logging.getLogger(__name__)
-
-METHODS = ("sft", "prompted", "soups", "mod", "uniform", "pcm")
 
 
 @dataclass(frozen=True)
@@ -31,42 +30,18 @@ class Pair:
         return self.combination.split(",")
 
 
-def generations_path(cfg, method: str) -> Path:
-    return RunDir(cfg.run_dir).root / "generations" / f"{method}.jsonl"
-
-
-def is_complete(cfg, method: str) -> bool:
-    """A generations file is complete when its `<method>.manifest.json` exists beside it."""
-    path = generations_path(cfg, method)
-    return path.is_file() and path.with_suffix(".manifest.json").is_file()
-
-
-def known_methods(cfg) -> list[str]:
-    """The built-in methods, then any other method whose generations are complete in the run."""
-    folder = RunDir(cfg.run_dir).root / "generations"
-    extra = sorted(
-        p.stem for p in folder.glob("*.jsonl") if p.stem not in METHODS and is_complete(cfg, p.stem)
-    )
-    return [*METHODS, *extra]
-
-
-def check_method(cfg, method: str) -> str:
-    if method not in known_methods(cfg):
-        raise UserError(f"unknown method {method!r}; valid choices: {', '.join(known_methods(cfg))}")
-    return method
-
-
 def ensure(cfg, method: str) -> Path:
     """The path of `method`'s complete generations, generating them first when they are missing."""
-    if is_complete(cfg, method):
-        return generations_path(cfg, method)
+    out = GenerationsFile(cfg.run_dir, method)
+    if out.is_complete():
+        return out.path
     try:
         from rlphf_cli.decoding.generate import ensure_generations
     except ImportError as exc:
         if exc.name not in (None, "rlphf_cli.decoding.generate"):
             raise
         raise UserError(
-            f"no complete generations for {method} in {generations_path(cfg, method).parent}: "
+            f"no complete generations for {method} in {out.path.parent}: "
             f"run `rlphf generate method={method}` first"
         ) from None
     log.info("generations for %s are missing: generating them first", method)
@@ -74,17 +49,10 @@ def ensure(cfg, method: str) -> Path:
 
 
 def read(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{n}: not a JSON line ({exc.msg})") from None
+    rows = read_jsonl(path)
+    for n, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or not row.get("prompt_id") or not row.get("combination"):
-            raise UserError(f"{path}:{n}: a generation needs prompt_id and combination")
-        rows.append(row)
+            raise UserError(f"{path}: record {n}: a generation needs prompt_id and combination")
     return rows
 
 

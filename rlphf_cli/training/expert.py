@@ -11,15 +11,16 @@ the benchmark's held-out prompts. Loaded together, the adapters are named after 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 from pathlib import Path
 
-from rlphf_cli import launcher
+from rlphf_cli import launcher, tracking
+from rlphf_cli.adapters import base_fingerprint, base_model_path, check_adapter_base, lora_config
 from rlphf_cli.errors import UserError
 from rlphf_cli.runs import Artifact, RunDir, atomic_write_json
+from rlphf_cli.training.expert_config import setting
 from rlphf_cli.training.pairs import pole_pairs, resolve_poles, sample_responses
 
 log = logging.getLogger(__name__)
@@ -33,35 +34,6 @@ _STRAY_FILES = (
     "tokenizer_config.json",
     "chat_template.jinja",
 )
-
-
-# ----- the base an adapter belongs to -----
-def base_fingerprint(cfg) -> dict:
-    """What identifies the run's base: its path and a hash (of the weights we trained, or of a real base's name)."""
-    from rlphf_cli.training.common import base_model_path
-
-    path = base_model_path(cfg)
-    manifest = RunDir(cfg.run_dir).artifact("base").manifest()
-    if manifest.get("source"):
-        h = hashlib.sha256(manifest["source"].encode())
-        config = Path(manifest["source"]).expanduser() / "config.json"
-        if config.is_file():
-            h.update(config.read_bytes())
-        digest = h.hexdigest()
-    else:
-        digest = manifest.get("content_hash") or ""
-    return {"path": path, "fingerprint": digest}
-
-
-def check_adapter_base(cfg, art: Artifact, what: str) -> None:
-    """One-line error when a complete adapter (expert or reward model) was trained on another base."""
-    recorded = art.manifest().get("base") or {}
-    current = base_fingerprint(cfg)
-    if recorded.get("fingerprint") and recorded["fingerprint"] != current["fingerprint"]:
-        raise UserError(
-            f"{what} {art.path} was trained on another base ({recorded.get('path')}), not this run's base "
-            f"({current['path']}); delete it and train it again"
-        )
 
 
 def _check_partial(cfg, art: Artifact, algo: str) -> None:
@@ -120,8 +92,6 @@ def reward_kind(cfg) -> str:
 
 def _prepare(cfg, poles: list[str]) -> None:
     """Check inputs and make shared data (pairs, reward models) before any training process starts."""
-    from rlphf_cli.training.common import base_model_path
-
     base_model_path(cfg)
     run = RunDir(cfg.run_dir)
     if cfg.expert.algo == "dpo":
@@ -195,25 +165,6 @@ def train_one_expert(cfg, pole: str) -> Path:
     return art.path
 
 
-def setting(cfg, name: str):
-    """A training setting of the current algorithm: its own override, else the shared expert value."""
-    own = cfg.expert[cfg.expert.algo].get(name)
-    return own if own is not None else cfg.expert[name]
-
-
-def lora_config(cfg):
-    from peft import LoraConfig
-
-    ec = cfg.expert
-    return LoraConfig(
-        task_type="CAUSAL_LM",
-        r=ec.lora_r,
-        lora_alpha=ec.lora_alpha,
-        lora_dropout=ec.lora_dropout,
-        target_modules=list(ec.lora_target_modules) if ec.lora_target_modules else None,
-    )
-
-
 def _common_args(cfg, checkpoints: Path, run_name: str) -> dict:
     from rlphf_cli.modeling import torch_dtype
     from rlphf_cli.training.common import trainer_kwargs
@@ -236,27 +187,18 @@ def _common_args(cfg, checkpoints: Path, run_name: str) -> dict:
 
 
 def _fit(trainer, checkpoints: Path, work: Path, pole: str) -> dict:
-    from rlphf_cli.training.common import last_checkpoint
+    from rlphf_cli.training.common import last_checkpoint, log_to_file
 
     resume = last_checkpoint(checkpoints)
     if resume:
         log.info("expert %s: resuming from %s", pole, resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = log_to_file(trainer).train(resume_from_checkpoint=resume)
     trainer.save_model(str(work))  # the LoRA adapter; TRL/transformers write it from the main process only
     processes = trainer.accelerator.num_processes
     if trainer.args.should_save:
         log.info("expert %s: adapter saved by process %d of %d", pole, trainer.args.process_index, processes)
-    finish_tracking()
+    tracking.finish()
     return {"train_loss": result.training_loss, "steps": result.global_step, "processes": processes}
-
-
-def finish_tracking() -> None:
-    """Close a W&B run so that the next pole's trainer starts its own."""
-    import sys
-
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
 
 
 def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
@@ -264,7 +206,6 @@ def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from rlphf_cli.modeling import format_prompt, load_tokenizer
-    from rlphf_cli.training.common import base_model_path
 
     ec = cfg.expert
     base = base_model_path(cfg)
@@ -291,7 +232,7 @@ def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(cfg.expert),
     )
     return _fit(trainer, checkpoints, work, pole)
 
@@ -303,7 +244,6 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     from rlphf_cli.benchmarks import get_benchmark
     from rlphf_cli.modeling import format_prompt, load_tokenizer
     from rlphf_cli.rewards import get_reward
-    from rlphf_cli.training.common import base_model_path
 
     ec = cfg.expert
     g = ec.grpo
@@ -341,7 +281,7 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(cfg.expert),
     )
     return _fit(trainer, checkpoints, work, pole)
 
@@ -349,9 +289,7 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
 def _train_ppo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     from rlphf_cli.training.ppo import train_ppo
 
-    stats = train_ppo(cfg, pole, work, checkpoints, reward_kind(cfg))
-    finish_tracking()
-    return stats
+    return train_ppo(cfg, pole, work, checkpoints, reward_kind(cfg))
 
 
 # ----- the own-pole check -----
@@ -367,9 +305,9 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     import torch
     from peft import PeftModel
 
+    from rlphf_cli.adapters import explain_load_failure
     from rlphf_cli.benchmarks import get_benchmark
     from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
-    from rlphf_cli.training.common import base_model_path
 
     bench = get_benchmark(cfg.benchmark)
     if not hasattr(bench, "compare"):
@@ -389,12 +327,8 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
         return greedy, sampled
 
     base_greedy, base_sampled = decode(model)
-    try:
+    with explain_load_failure(f"the adapter in {adapter_dir}", base):
         expert = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
-    except (RuntimeError, ValueError) as exc:
-        raise UserError(
-            f"the adapter in {adapter_dir} does not load on the base: {str(exc).splitlines()[0]}"
-        ) from None
     expert_greedy, expert_sampled = decode(expert)
     del expert, model
     if torch.cuda.is_available():

@@ -92,3 +92,9 @@ class LauncherConfig:
     # ddp | zero2 | zero3 | fsdp (conf/accelerate/<name>.yaml), or a path to an accelerate config file
     accelerate_config: str | None = None
     main_process_port: int | None = None  # None: accelerate's default (29500)
+
+
+def setting(cfg, name: str):
+    """A training setting of the current algorithm: its own override, else the shared expert value."""
+    own = cfg.expert[cfg.expert.algo].get(name)
+    return own if own is not None else cfg.expert[name]

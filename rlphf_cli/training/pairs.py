@@ -196,11 +196,10 @@ def label_pairs(label, pole: str, samples: list[dict]) -> tuple[list[dict], int]
 # ----- making -----
 def make_pairs(cfg) -> Path:
     """Sample and label the run's pairs once for every pole of the benchmark; returns the folder."""
+    from rlphf_cli.adapters import base_fingerprint, base_model_path
     from rlphf_cli.benchmarks import get_benchmark
     from rlphf_cli.config import to_dict
     from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
-    from rlphf_cli.training.common import base_model_path
-    from rlphf_cli.training.expert import base_fingerprint
 
     art = RunDir(cfg.run_dir).artifact(PAIRS_DIR)
     poles = list(cfg.benchmark.poles)

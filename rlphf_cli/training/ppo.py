@@ -233,12 +233,14 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from rlphf_cli import tracking
+    from rlphf_cli.adapters import base_model_path, lora_config
     from rlphf_cli.benchmarks import get_benchmark
     from rlphf_cli.errors import UserError
     from rlphf_cli.modeling import load_tokenizer, torch_dtype
     from rlphf_cli.rewards import get_reward
-    from rlphf_cli.training.common import base_model_path, trainer_kwargs
-    from rlphf_cli.training.expert import lora_config, setting
+    from rlphf_cli.training.common import trainer_kwargs
+    from rlphf_cli.training.expert_config import setting
 
     ec, pc = cfg.expert, cfg.expert.ppo
     batch_size, max_steps = setting(cfg, "batch_size"), setting(cfg, "max_steps")
@@ -263,7 +265,7 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
         log.info("expert %s: resuming PPO from %s", pole, resume)
         policy = PeftModel.from_pretrained(lm, str(resume), is_trainable=True)
     else:
-        policy = get_peft_model(lm, lora_config(cfg))
+        policy = get_peft_model(lm, lora_config(cfg.expert))
     model = PolicyWithValueHead(policy, lm.config.hidden_size)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=setting(cfg, "learning_rate"), weight_decay=0.0)
@@ -292,7 +294,7 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
     order = _prompt_order(len(prompts), cfg.seed, total * per_step)
     reward = get_reward(cfg, reward_kind)
     template = cfg.model.prompt_template
-    tracker = _start_tracking(cfg, tk, pole) if main else None
+    tracker = tracking.start(cfg, f"expert-{pole}-ppo") if main else tracking.Run()
     log.info("expert %s: PPO, %d steps of %d prompts, %s reward", pole, total, per_step, reward_kind)
 
     for step in range(start, total):
@@ -322,16 +324,14 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
                 total,
                 json.dumps({k: round(v, 4) for k, v in stats.items()}),
             )
-        if tracker is not None:
-            tracker.log({f"ppo/{k}": v for k, v in stats.items()}, step=step + 1)
+        tracker.log({f"ppo/{k}": v for k, v in stats.items()}, step=step + 1)
         if ec.save_steps > 0 and (step + 1) % ec.save_steps == 0 and step + 1 < total:
             if main:
                 _save_checkpoint(checkpoints, step + 1, unwrapped, optimizer, kl_ctl, moments, history)
             accelerator.wait_for_everyone()
     if main:
         unwrapped.policy.save_pretrained(str(work))
-    if tracker is not None:
-        tracker.finish()
+    tracker.finish()
     accelerator.wait_for_everyone()
     k = max(1, min(5, len(history) // 4))
     mean = lambda key, rows: sum(r[key] for r in rows) / len(rows)  # noqa: E731
@@ -342,27 +342,6 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
         "kl_last_steps": mean("kl", history[-k:]),
         "kl_coef": kl_ctl.value,
     }
-
-
-def _start_tracking(cfg, tk: dict, pole: str):
-    if tk["report_to"] != "wandb":
-        return None
-    import os
-
-    import wandb
-
-    from rlphf_cli.config import to_dict
-    from rlphf_cli.runs import redact
-
-    return wandb.init(
-        project=cfg.tracking.project,
-        entity=cfg.tracking.entity,
-        name=f"expert-{pole}-ppo",
-        dir=os.environ.get("WANDB_DIR"),
-        mode=cfg.tracking.mode,
-        config=redact(to_dict(cfg)),
-        reinit="finish_previous",
-    )
 
 
 def _ppo_step(

@@ -12,9 +12,9 @@ import logging
 import shutil
 from pathlib import Path
 
-import torch
-
-from rlphf_cli import launcher
+from rlphf_cli import launcher, tracking
+from rlphf_cli.adapters import base_fingerprint, base_model_path, lora_config
+from rlphf_cli.rewards import load_scoring_base, score_texts
 from rlphf_cli.runs import RunDir
 from rlphf_cli.training.pairs import pole_pairs, resolve_poles, split_pairs
 
@@ -40,8 +40,6 @@ def train_rm(cfg) -> list[Path]:
 
 def _prepare(cfg, poles: list[str]) -> None:
     """Check inputs and make the pairs once, before any training process starts."""
-    from rlphf_cli.training.common import base_model_path
-
     base_model_path(cfg)
     for pole in poles:
         pole_pairs(cfg, pole)
@@ -63,27 +61,16 @@ def rm_rows(cfg, pairs: list[dict]) -> list[dict]:
 
 def train_one_rm(cfg, pole: str) -> Path:
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
 
     from rlphf_cli.config import to_dict
-    from rlphf_cli.training.common import last_checkpoint, trainer_kwargs
-    from rlphf_cli.training.expert import base_fingerprint, finish_tracking
+    from rlphf_cli.training.common import last_checkpoint, log_to_file, trainer_kwargs
 
     rc = cfg.rm
     art = RunDir(cfg.run_dir).artifact(f"rm/{pole}")
     pairs = pole_pairs(cfg, pole)
     train, held = split_pairs(pairs, rc.eval_fraction, cfg.seed)
-    from rlphf_cli.rewards import load_scoring_base
-
     model, tokenizer = load_scoring_base(cfg)
-    peft_config = LoraConfig(
-        task_type="SEQ_CLS",
-        r=rc.lora_r,
-        lora_alpha=rc.lora_alpha,
-        lora_dropout=rc.lora_dropout,
-        target_modules=list(rc.lora_target_modules) if rc.lora_target_modules else None,
-    )
     work = art.start()  # every process: the folder may not exist yet in a launched one
     checkpoints = work / "checkpoints"
     args = RewardConfig(
@@ -106,15 +93,15 @@ def train_one_rm(cfg, pole: str) -> Path:
         args=args,
         train_dataset=Dataset.from_list(rm_rows(cfg, train)),
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=lora_config(rc, "SEQ_CLS"),
     )
     resume = last_checkpoint(checkpoints)
     if resume:
         log.info("reward model %s: resuming from %s", pole, resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = log_to_file(trainer).train(resume_from_checkpoint=resume)
     trainer.save_model(str(work))  # the adapter and its score head; written by the main process only
     processes = trainer.accelerator.num_processes
-    finish_tracking()
+    tracking.finish()
     launcher.wait_for_everyone()
     if not launcher.is_main_process():
         return art.path
@@ -140,26 +127,13 @@ def train_one_rm(cfg, pole: str) -> Path:
     return art.path
 
 
-@torch.no_grad()
-def score_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> list[float]:
-    """Scalar scores of full texts (prompt + response), with the EOS the trainer appended."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out: list[float] = []
-    for i in range(0, len(texts), batch_size):
-        batch = [t + tokenizer.eos_token for t in texts[i : i + batch_size]]
-        enc = tokenizer(batch, return_tensors="pt", padding=True).to(device)
-        out += model(**enc).logits[:, 0].float().tolist()
-    model.train(was_training)
-    return out
-
-
 def pairwise_accuracy(model, tokenizer, cfg, pairs: list[dict]) -> float | None:
     """Share of pairs whose chosen response scores strictly higher than the rejected one."""
     if not pairs:
         return None
     rows = rm_rows(cfg, pairs)
+    was_training = model.training
     chosen = score_texts(model, tokenizer, [r["prompt"] + r["chosen"] for r in rows])
     rejected = score_texts(model, tokenizer, [r["prompt"] + r["rejected"] for r in rows])
+    model.train(was_training)
     return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)

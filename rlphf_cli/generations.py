@@ -1,17 +1,19 @@
-"""`generations/<method>.jsonl`: appended line by line, so an interrupted run resumes without duplicates.
+"""`generations/<method>.jsonl`: the decoding methods' outputs, one JSON line per prompt and combination.
 
-A file is complete when `generations/<method>.manifest.json` exists. The decoding settings are kept in
+Appended line by line, so an interrupted run resumes without duplicates. A file is complete when
+`generations/<method>.manifest.json` exists. The decoding settings are kept in
 `generations/<method>.settings.json`; resuming with other settings is refused rather than mixing them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.runs import RunDir, atomic_write_json, make_manifest
+from rlphf_cli.runs import RunDir, append_jsonl, atomic_write_json, make_manifest, read_jsonl
+
+METHODS = ("sft", "prompted", "soups", "mod", "uniform", "pcm")
 
 
 class GenerationsFile:
@@ -23,26 +25,11 @@ class GenerationsFile:
         self.settings_path = folder / f"{method}.settings.json"
 
     def is_complete(self) -> bool:
-        return self.manifest_path.is_file()
+        return self.path.is_file() and self.manifest_path.is_file()
 
     def read(self) -> list[dict]:
-        """Every whole line; a last line cut short by an interruption is dropped from the file."""
-        if not self.path.exists():
-            return []
-        records, good_bytes = [], 0
-        with open(self.path, "rb") as f:
-            for raw in f:
-                if not raw.endswith(b"\n"):
-                    break
-                try:
-                    records.append(json.loads(raw))
-                except json.JSONDecodeError:
-                    break
-                good_bytes += len(raw)
-        if good_bytes < self.path.stat().st_size:
-            with open(self.path, "r+b") as f:
-                f.truncate(good_bytes)
-        return records
+        """Every record; a last line cut short by an interruption is dropped from the file."""
+        return read_jsonl(self.path, appended=True) if self.path.exists() else []
 
     def check_settings(self, settings: dict) -> None:
         if self.settings_path.exists():
@@ -57,12 +44,25 @@ class GenerationsFile:
             atomic_write_json(self.settings_path, settings)
 
     def append(self, records: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, records)
 
     def commit(self, config: dict, **extra) -> None:
         atomic_write_json(self.manifest_path, make_manifest("generations", config, self.path, **extra))
+
+
+def known_methods(run_dir: str | Path) -> list[str]:
+    """The built-in methods, then any other method whose generations are complete in the run."""
+    folder = RunDir(run_dir).root / "generations"
+    extra = sorted(
+        p.stem
+        for p in folder.glob("*.jsonl")
+        if p.stem not in METHODS and GenerationsFile(run_dir, p.stem).is_complete()
+    )
+    return [*METHODS, *extra]
+
+
+def check_method(run_dir: str | Path, method: str) -> str:
+    methods = known_methods(run_dir)
+    if method not in methods:
+        raise UserError(f"unknown method {method!r}; valid choices: {', '.join(methods)}")
+    return method
