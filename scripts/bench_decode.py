@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import resource
 import statistics
 import time
@@ -23,7 +24,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, left_pad, mix
+from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
 from rlphf_cli.decoding.soups import add_soup
 
 SIZES = {
@@ -83,37 +84,39 @@ def build(size: str, device, dtype):
     return model.eval(), plain, sum(p.numel() for p in plain.parameters())
 
 
-@torch.no_grad()
 def time_decode(experts, active, batch, prompt_len, new_tokens, vocab, device, repeats) -> float:
     """Median seconds per decoding step (mix, sample, one expert step, weights) over `repeats` decodes.
 
-    The loop is the engine's `decode` loop, timed step by step so that a stray pause of the machine
+    Each step is timed on its own, through the engine's `on_step` hook, so that a stray pause of the machine
     shifts no result (the median ignores it).
     """
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(5, vocab, (prompt_len,), generator=gen).tolist() for _ in range(batch)]
     provider = FixedWeights(torch.full((batch, len(active)), 1.0 / len(active), device=device))
-    sampler = Sampler(greedy=True)
     steps = []
     for r in range(repeats + 1):  # the first pass warms up
-        ids, mask = left_pad(prompts, 0, device)
-        logp, weights = experts.prefill(ids, mask, active), provider.prefill(ids, mask)
-        for _ in range(new_tokens):
-            _sync(device)
-            t0 = time.perf_counter()
-            token = sampler(mix(logp, weights, "prob"), None)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            logp, weights = experts.step(token, mask), provider.step(token, mask)
-            _sync(device)
-            if r:
-                steps.append(time.perf_counter() - t0)
-        experts.close()
+        stamps: list[float] = []
+        decode(
+            experts,
+            provider,
+            prompts,
+            active,
+            eos_token_id=-1,  # never stops early: every decode runs `new_tokens` steps
+            pad_token_id=0,
+            max_new_tokens=new_tokens + 1,
+            sampler=Sampler(greedy=True),
+            device=device,
+            on_step=lambda stamps=stamps: stamps.append(_now(device)),
+        )
+        if r:
+            steps += [b - a for a, b in itertools.pairwise(stamps)]
     return statistics.median(steps)
 
 
-def _sync(device):
+def _now(device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def peak_memory_mb(device) -> float:

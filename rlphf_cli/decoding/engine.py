@@ -11,6 +11,7 @@ temperature, top-k, top-p and greedy are applied once, to the mixture.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -230,8 +231,12 @@ def decode(
     generator: torch.Generator | None = None,
     record: bool = False,
     device: torch.device | str = "cpu",
+    on_step: Callable[[], None] | None = None,
 ) -> Decoded:
-    """Decode a batch of prompts (token ids, unpadded) with the active experts mixed by the provider."""
+    """Decode a batch of prompts (token ids, unpadded) with the active experts mixed by the provider.
+
+    `on_step` is called after each step that fed a token to the experts (the decoding benchmark times it).
+    """
     sampler = sampler or Sampler()
     ids, mask = left_pad(prompts, pad_token_id, device)
     try:
@@ -252,6 +257,8 @@ def decode(
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             logp = experts.step(token, mask)
             weights = provider.step(token, mask)
+            if on_step is not None:
+                on_step()
         steps = torch.stack(out_tokens, dim=1).tolist()
     finally:
         experts.close()
