@@ -10,7 +10,7 @@ import hashlib
 from contextlib import contextmanager
 from pathlib import Path
 
-from rlphf_cli.errors import UserError
+from rlphf_cli.errors import UserError, first_line
 from rlphf_cli.runs import Artifact, RunDir
 
 
@@ -75,11 +75,6 @@ def explain_load_failure(what: str, base: str):
         raise UserError(
             f"{what} does not fit the base {base} (trained on another base?): {first_line(exc)}"
         ) from None
-
-
-def first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def load_experts(cfg, base, poles: list[str]):

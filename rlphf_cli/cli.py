@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from rlphf_cli.errors import UserError
+from rlphf_cli.errors import Failure, Interrupted, RlphfError, first_line
 
 app = typer.Typer(
     help="Personalized alignment experiments (RLPHF): experts per preference pole, Personalized Soups, "
@@ -22,20 +22,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-OVERRIDES = typer.Argument(None, help="Config overrides, key=value (e.g. run_dir=runs/x seed=1).", show_default=False)
+OVERRIDES = typer.Argument(
+    None, help="Config overrides, key=value (e.g. run_dir=runs/x seed=1).", show_default=False
+)
 SHOW_CFG = typer.Option(False, "--cfg", help="Print the resolved config and exit without running.")
 
 log = logging.getLogger("rlphf")
-
-
-def _setup_logging() -> None:
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[RichHandler(show_path=False)], force=True
-    )
-    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _expand(overrides: list[str], section: str | None) -> list[str]:
@@ -56,23 +48,36 @@ def _expand(overrides: list[str], section: str | None) -> list[str]:
     return out
 
 
-def run_command(command: str, target: str, overrides: list[str] | None, show_cfg: bool, section: str | None = None):
-    """Compose the config, print and save it, then call `target` ("module:function") with it."""
+def run_command(
+    command: str, target: str, overrides: list[str] | None, show_cfg: bool, section: str | None = None
+):
+    """Compose and check the config, print and save it, then call `target` ("module:function") with it."""
+    from rlphf_cli import logs, validate
     from rlphf_cli.config import compose, to_dict, to_yaml
     from rlphf_cli.runs import RunDir
 
-    cfg = compose(_expand(list(overrides or []), section))
-    if show_cfg:
-        typer.echo(to_yaml(cfg))
-        return None
-    _setup_logging()
-    from rlphf_cli.quiet import quiet_libraries
-
-    quiet_libraries()
-    saved = RunDir(cfg.run_dir).save_config(command, to_dict(cfg))
-    log.info("rlphf %s: run_dir=%s (config saved to %s)", command, cfg.run_dir, saved)
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)(cfg)
+    try:
+        cfg = compose(_expand(list(overrides or []), section))
+        if show_cfg:
+            typer.echo(to_yaml(cfg))
+            return None
+        validate.check(cfg, command)  # before anything is written
+        logs.setup(logs.log_file(cfg.run_dir, command))
+        saved = RunDir(cfg.run_dir).save_config(command, to_dict(cfg))
+        log.info("rlphf %s: run_dir=%s (config saved to %s)", command, cfg.run_dir, saved)
+        module, func = target.split(":")
+        return getattr(importlib.import_module(module), func)(cfg)
+    except KeyboardInterrupt:
+        raise Interrupted() from None  # typer would turn it into a silent exit
+    except RuntimeError as exc:
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(exc, torch.OutOfMemoryError):
+            raise
+        logs.keep_traceback("out of memory")
+        raise Failure(
+            f"out of GPU memory in {command} ({first_line(exc)}); lower a batch size (e.g. generate.batch_size, "
+            "expert.batch_size), max_new_tokens, or use model.dtype=bfloat16 or a larger GPU"
+        ) from None
 
 
 @app.command("train-sft")
@@ -134,12 +139,15 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
         app()
-    except UserError as exc:
+    except Interrupted as exc:
+        typer.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
+    except RlphfError as exc:
+        from rlphf_cli.logs import keep_traceback
+
+        keep_traceback(str(exc))
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: run the same command again to resume", err=True)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rlphf_cli.errors import UserError
+from rlphf_cli.errors import Failure, RlphfError, UserError, first_line
 
 GUARD_ENV = "RLPHF_LAUNCHED"
 CONFIG_ENV = "RLPHF_LAUNCH_CONFIG"
@@ -27,8 +27,7 @@ ACCELERATE_CONFIGS = ("ddp", "zero2", "zero3", "fsdp")
 log = logging.getLogger(__name__)
 
 
-class LaunchFailed(UserError):
-    """The launched processes failed; their own error is already printed above."""
+CRASHED = "crashed: "  # a launched process's last line when it crashed (its traceback is in the log file)
 
 
 def in_launched_process() -> bool:
@@ -105,12 +104,34 @@ def relaunch(cfg, target: str) -> bool:
     log.info("launching %d processes: accelerate launch ... -m rlphf_cli.launcher %s", n, target)
     sys.stdout.flush()
     sys.stderr.flush()
-    code = subprocess.run(cmd, env=env).returncode
+    code, tail = _run_echoing_stderr(cmd, env)
     if code != 0:
-        raise LaunchFailed(
-            f"the {n} training processes failed (exit code {code}); their error is printed above"
-        )
+        raise launch_error(tail, n, code)
     return True
+
+
+def _run_echoing_stderr(cmd: list[str], env: dict) -> tuple[int, str]:
+    """Run `cmd`, passing its stderr through as it comes (progress bars too); return its exit code and last 64 KiB."""
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    tail = b""
+    while chunk := os.read(proc.stderr.fileno(), 65536):
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+        tail = (tail + chunk)[-65536:]
+    return proc.wait(), tail.decode("utf-8", errors="replace")
+
+
+def launch_error(stderr_tail: str, n: int, code: int) -> RlphfError:
+    """The launched processes' own last error: bad input (exit 2) as they said it, a crash as a failure (exit 1)."""
+    lines = [line.split("] ", 1)[-1].strip() for line in stderr_tail.splitlines()]  # drop "[rank i] "
+    errors = [line for line in lines if line.startswith("error: ")]
+    if errors:
+        return UserError(errors[-1].removeprefix("error: "))
+    crashes = [line for line in lines if line.startswith(CRASHED)]
+    if crashes:
+        return Failure(f"a training process crashed: {crashes[-1].removeprefix(CRASHED)}")
+    last = next((line for line in reversed(lines) if line), "no error message")
+    return Failure(f"the {n} training processes failed (exit code {code}): {last}")
 
 
 def _load_config():
@@ -128,18 +149,22 @@ def _load_config():
 def main(argv: list[str] | None = None) -> None:
     """Entry point of each launched process: `python -m rlphf_cli.launcher module:function`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format=f"[rank {process_index()}] %(message)s", force=True)
-    from rlphf_cli.quiet import quiet_libraries
+    from rlphf_cli import logs
 
-    quiet_libraries()
+    path = os.environ.get(logs.LOG_FILE_ENV)
+    logs.setup(Path(path) if path else None, prefix=f"[rank {process_index()}] ")
     try:
         if len(argv) != 1 or ":" not in argv[0]:
             raise UserError("usage: python -m rlphf_cli.launcher module:function")
         module, func = argv[0].split(":")
         getattr(importlib.import_module(module), func)(_load_config())
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except RlphfError as exc:
+        print(f"error: {exc}" if isinstance(exc, UserError) else f"{CRASHED}{exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        logs.keep_traceback(f"rank {process_index()} crashed")
+        print(f"{CRASHED}{type(exc).__name__}: {first_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -18,10 +19,17 @@ _warned_pad: set[str] = set()
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` (a GPU when there is one), `cpu`, `cuda` or `cuda:N`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={name} asked for, but no CUDA device is available; use device=cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise UserError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device={name} asked for, but no CUDA device is available; use device=cpu")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(name)
 
 
@@ -33,6 +41,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def format_prompt(template: str, text: str) -> str:
+    """The instruction in the model's chat format; the template holds `{prompt}` (checked by validate.py)."""
     return template.replace("{prompt}", text)
 
 
@@ -72,9 +81,13 @@ def build_tiny_model(model_cfg, tokenizer, seed: int = 0):
     return LlamaForCausalLM(config)
 
 
+def looks_local(name_or_path: str) -> bool:
+    """A folder path rather than a hub id (`org/name`): starts with . / ~, or has more than one part."""
+    return name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").split("/", 1)[-1]
+
+
 def _check_exists(name_or_path: str, what: str) -> None:
-    looks_local = name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").split("/", 1)[-1]
-    if looks_local and not Path(name_or_path).expanduser().exists():
+    if looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
         raise UserError(f"{what} not found: {name_or_path}")
 
 

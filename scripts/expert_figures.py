@@ -11,7 +11,6 @@ pole (held-out prompts, the pole's judge) with the judge score before -> after. 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import sys
@@ -26,15 +25,14 @@ ALGOS = ("dpo", "ppo", "grpo")
 
 
 def main() -> None:
+    from rlphf_cli import logs
     from rlphf_cli.config import compose
-    from rlphf_cli.quiet import quiet_libraries
     from rlphf_cli.training.expert import train_expert
     from rlphf_cli.training.pairs import make_pairs
     from rlphf_cli.training.rm import train_rm
     from rlphf_cli.training.sft import train_sft
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    quiet_libraries()
+    logs.setup(None)
     args = sys.argv[1:]
     run = Path(args.pop(0) if args and "=" not in args[0] else "runs/expert_figures").resolve()
     overrides = [f"run_dir={run}", *args]

@@ -40,6 +40,7 @@ class Sampler:
             sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
             cum = sorted_logits.softmax(-1).cumsum(-1)
             drop = cum - sorted_logits.softmax(-1) >= self.top_p  # keep the smallest prefix reaching top_p
+            drop[:, 0] = False  # the most likely token always stays: an empty choice would sample NaN
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         probs = logits.softmax(-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
