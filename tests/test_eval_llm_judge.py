@@ -34,9 +34,14 @@ class FakeJudgeAPI:
         self.fail_first = 0  # answer this many requests with HTTP 500 first
         self.status = 200  # answer every request with this status when not 200
         self.unparseable_poles = set()
+        self.empty = 0  # answer this many requests with no text first (-1: every one)
         self.lock = threading.Lock()
 
     def answer(self, body):
+        with self.lock:
+            if self.empty:
+                self.empty -= self.empty > 0
+                return ""
         user = body["messages"][-1]["content"]
         (pole,) = [p for p, text in CRITERIA.items() if text in user]
         if pole in self.unparseable_poles:
@@ -218,6 +223,9 @@ def test_an_unreachable_server_is_one_clear_error(run_dir):
         ("A is better. [[A]]", "A"),
         ("Response B fits best.\nB", "B"),
         ("Verdict: a tie", "TIE"),
+        ("verdict: b", "B"),
+        ("Both are fine, but the first is simpler.\nverdict: a", "A"),
+        ("[[b]]", "B"),
         ("Both are fine.", None),
         ("Verdict: C", None),
         ("", None),
@@ -249,3 +257,51 @@ def test_cache_key_depends_on_order_and_model(tmp_path):
     other = LLMJudge(config(tmp_path, "eval.judge.kind=llm", "eval.judge.model=other"))
     assert judge.key(ab) != other.key(ab)
     assert "api_key" not in json.dumps(judge.describe())
+
+
+def test_empty_answers_are_asked_again_and_never_cached(run_dir, api):
+    api.empty = 3
+    (out,) = evaluate(llm_config(run_dir, api.base_url))
+    assert len(api.requests) == 18 + 3 and rescore(out).overall.unparseable == 0
+    cache = run_dir / "eval" / "judge_cache.jsonl"
+    assert all(json.loads(line)["answer"] for line in cache.read_text().split("\n") if line)
+
+    cache.unlink()
+    (run_dir / "eval" / "pcm_vs_soups" / "manifest.json").unlink()
+    api.empty, api.requests = -1, []  # a judge that never answers: unparseable, and asked again next time
+    (out,) = evaluate(llm_config(run_dir, api.base_url))
+    assert rescore(out).overall.unparseable == 18 and len(api.requests) == 18 * 3
+    assert not cache.exists() or not cache.read_text().strip()
+
+
+def test_cache_key_and_description_name_the_server_and_the_output_limit(tmp_path):
+    base = ["eval.judge.kind=llm", "eval.judge.base_url=http://127.0.0.1:9/v1"]
+    judge = LLMJudge(config(tmp_path, *base))
+    c = Comparison("P1A", "q", "x", "y")
+    other_server = LLMJudge(
+        config(tmp_path, "eval.judge.kind=llm", "eval.judge.base_url=http://127.0.0.1:10/v1")
+    )
+    shorter = LLMJudge(config(tmp_path, *base, "eval.judge.max_output=50"))
+    assert len({judge.key(c), other_server.key(c), shorter.key(c)}) == 3
+    assert judge.describe()["base_url"] == "http://127.0.0.1:9/v1" and shorter.describe()["max_output"] == 50
+
+
+def test_http_chatter_goes_to_the_log_file_not_the_terminal(run_dir, api, capsys):
+    import logging
+
+    from rlphf_cli import logs
+
+    path = logs.log_file(run_dir, "eval")
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    try:
+        logs.setup(path)
+        evaluate(llm_config(run_dir, api.base_url))
+    finally:
+        for h in root.handlers:
+            h.close()
+        root.handlers[:], root.level = before
+    text = path.read_text()
+    assert text.count("HTTP Request: POST") == 18
+    terminal = "".join(capsys.readouterr())
+    assert "HTTP Request" not in terminal and "llm judge judge-1: 18 comparisons" in terminal

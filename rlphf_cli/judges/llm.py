@@ -1,8 +1,9 @@
 """An LLM judge over an OpenAI-compatible chat API (OpenAI, a local vLLM, ...), through the `openai` client.
 
-Retries transient errors (connection, timeout, 429, 5xx) with exponential backoff; any other API error, or
-a server still unreachable after the retries, is a one-line UserError. Every answer is appended to an
-on-disk cache keyed by (model, pole, prompt, A, B, prompt wording, temperature), so a re-run never pays twice.
+Retries transient errors (connection, timeout, 429, 5xx) and empty answers with exponential backoff; any
+other API error, or a server still unreachable after the retries, is a one-line UserError. Every non-empty
+answer is appended to an on-disk cache keyed by (base_url, model, pole, prompt, A, B, prompt wording,
+temperature, max_output), so a re-run never pays twice.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from rlphf_cli.errors import UserError
 from rlphf_cli.judges.base import Comparison, Verdict
 from rlphf_cli.judges.llm_prompts import messages, prompt_version, prompts_version
+from rlphf_cli.runs import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_TOKEN = r"(A|B|[Tt][Ii][Ee])\b"
+_TOKEN = r"((?i:a|b|tie))\b"
 _OPEN = r"[\s*_\[(\"'`]*"
 _NAME = r"(?:(?i:response|output|assistant)\s*|(?i:a|it is a|it's a)\s+(?=(?i:tie)))?"
 _VERDICT = re.compile(r"(?i:verdict)(?:\s+(?i:is))?[\s*_:=\-\u2013\u2014]*" + _OPEN + _NAME + _OPEN + _TOKEN)
@@ -55,7 +59,7 @@ def parse_verdict(answer: str) -> tuple[str | None, str | None]:
 
 
 class JudgeCache:
-    """Answers by key, in a JSON-lines file that only grows; a torn line (from a crash) is skipped."""
+    """Answers by key, in a JSON-lines file that only grows; a torn last line (from a crash) is dropped."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -63,16 +67,9 @@ class JudgeCache:
         self.lock = threading.Lock()
         if path is None or not path.is_file():
             return
-        text = path.read_text(encoding="utf-8")
-        for line in text.splitlines():
-            try:
-                row = json.loads(line)
+        for row in read_jsonl(path, appended=True):  # a line torn by a crash is dropped
+            if isinstance(row, dict) and row.get("answer") and "key" in row:
                 self.answers[row["key"]] = row["answer"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-        if text and not text.endswith("\n"):  # the next line must not be glued to a torn one
-            with open(path, "a", encoding="utf-8") as f:
-                f.write("\n")
 
     def get(self, key: str) -> str | None:
         return self.answers.get(key)
@@ -82,11 +79,11 @@ class JudgeCache:
             self.answers[key] = answer
             if self.path is None:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, **info, "answer": answer}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_jsonl(self.path, [{"key": key, **info, "answer": answer}])
+
+
+class EmptyAnswer(Exception):
+    """The judge answered with no text (it happens under load): asked again, never cached."""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -129,11 +126,23 @@ class LLMJudge:
             "model": self.model,
             "base_url": self.base_url,
             "temperature": self.temperature,
+            "max_output": self.max_output,
             "prompts": prompts_version(),
         }
 
     def key(self, c: Comparison) -> str:
-        parts = [self.model, c.pole, c.prompt, c.a, c.b, prompt_version(c.pole), self.temperature]
+        """What an answer depends on: the server and model, the wording, the comparison and the sampling."""
+        parts = [
+            self.base_url,
+            self.model,
+            c.pole,
+            c.prompt,
+            c.a,
+            c.b,
+            prompt_version(c.pole),
+            self.temperature,
+            self.max_output,
+        ]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
@@ -161,10 +170,12 @@ class LLMJudge:
         pool = ThreadPoolExecutor(self.concurrency)
         futures = {pool.submit(self.ask, c): (k, c) for k, c in todo.items()}
         try:
-            for future in as_completed(futures):
+            for future in tqdm(
+                as_completed(futures), total=len(futures), desc="llm judge", unit="judgment", disable=None
+            ):
                 key, c = futures[future]
                 answer = future.result()
-                if answer is not None:
+                if answer:  # an empty answer is never cached: a later run asks again
                     self.cache.put(key, answer, model=self.model, pole=c.pole)
         except BaseException:  # a failed request, or Ctrl-C: running requests stop retrying
             self._abort.set()
@@ -184,7 +195,10 @@ class LLMJudge:
             if self._abort.is_set():
                 return None
             try:
-                return self._create(c)
+                answer = self._create(c)
+                if answer.strip():
+                    return answer
+                last = EmptyAnswer("the judge answered with no text")
             except openai.APIConnectionError as exc:  # includes timeouts
                 last = exc
             except openai.APIStatusError as exc:
@@ -195,6 +209,9 @@ class LLMJudge:
             if attempt < self.retries and self._abort.wait(delay):
                 return None
             delay *= 2
+        if isinstance(last, EmptyAnswer):
+            log.warning("llm judge: no text after %d attempts; counted as unparseable", self.retries + 1)
+            return None
         self._abort.set()
         tries = self.retries + 1
         raise UserError(
