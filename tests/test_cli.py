@@ -5,7 +5,7 @@ import zipfile
 import pytest
 import yaml
 
-from rlphf_cli.config import compose
+from rlphf_cli.config import compose, config_dir, group_options
 from rlphf_cli.errors import UserError
 
 COMMANDS = ["train-sft", "train-rm", "train-expert", "train-pcm", "generate", "eval", "pipeline"]
@@ -51,15 +51,52 @@ def test_bad_overrides_give_one_line_and_exit_2(override, expected):
     assert expected in lines[0]
 
 
-def test_compose_every_shipped_config_option():
-    from rlphf_cli.config import group_options
+GROUPS = (
+    "benchmark",
+    "model",
+    "pcm",
+    "tracking",
+)  # conf/accelerate/ holds launcher files, tested in test_launcher
 
-    for group in ("benchmark", "model", "tracking"):
-        for option in group_options(group):
-            cfg = compose([f"{group}={option}"])
-            assert cfg[group] is not None
-    with pytest.raises(UserError):
+
+def _leaves(data, path=()):
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, (*path, key))
+        elif key != "defaults":
+            yield (*path, key), value
+
+
+def test_every_config_folder_is_a_tested_group():
+    assert {p.name for p in config_dir().iterdir() if p.is_dir()} == {*GROUPS, "accelerate"}
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
+def test_every_shipped_config_option_composes_to_its_values(group, option):
+    from omegaconf import OmegaConf
+
+    text = (config_dir() / group / f"{option}.yaml").read_text()
+    cfg = OmegaConf.to_container(compose([f"{group}={option}"]), resolve=True)
+    root = cfg if "@package _global_" in text.splitlines()[0] else cfg[group]
+    leaves = list(_leaves(yaml.safe_load(text) or {}))
+    assert leaves  # an empty option file would test nothing
+    for path, value in leaves:
+        node = root
+        for key in path:
+            node = node[key]
+        assert node == value, f"{group}={option}: {'.'.join(path)} is {node!r}, the file says {value!r}"
+
+
+def test_bare_override_word_is_refused():
+    with pytest.raises(UserError, match="cannot parse override 'seed'"):
         compose(["seed"])
+
+
+def test_the_run_seed_seeds_generation_and_evaluation_unless_they_have_their_own():
+    cfg = compose(["seed=3"])
+    assert (cfg.generate.seed, cfg.eval.seed) == (3, 3)
+    cfg = compose(["seed=3", "generate.seed=5", "eval.seed=6"])
+    assert (cfg.seed, cfg.generate.seed, cfg.eval.seed) == (3, 5, 6)
 
 
 def test_wheel_ships_the_configs(tmp_path):

@@ -120,7 +120,13 @@ def test_tables_can_be_recomputed_from_results_json(run_dir):
     assert markdown(summary) == (out / "table.md").read_text()
     overall = summary.cells[(ALL, OVERALL)]
     assert overall.judgments + overall.unparseable == 96
-    assert rescore(out, bootstrap_samples=50).overall.win_rate == overall.win_rate
+    # the win rate is the judgments' own; the interval is the bootstrap's and follows its size
+    fewer = rescore(out, bootstrap_samples=50).overall
+    assert fewer.win_rate == overall.win_rate and (fewer.ci_low, fewer.ci_high) != (
+        overall.ci_low,
+        overall.ci_high,
+    )
+    assert rescore(out, bootstrap_samples=0).overall.ci_low is None
 
 
 def test_swaps_are_seeded():

@@ -10,11 +10,14 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from conftest import make_random_expert_run
+from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import compose
 from rlphf_cli.decoding.generate import ensure_generations
-from rlphf_cli.generations import GenerationsFile
 from rlphf_cli.decoding.soups import add_soup
+from rlphf_cli.generations import GenerationsFile
+from rlphf_cli.preferences import all_combinations, combination_name
 
+CORE = ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]
 KOALA = Path(__file__).resolve().parents[2] / "shared" / "data" / "koala_test_set.jsonl"
 
 
@@ -26,9 +29,18 @@ def run_dir(tmp_path_factory):
 
 
 def small(run_dir, *more):
-    return compose([f"run_dir={run_dir}", "benchmark.max_eval_prompts=4", "generate.max_new_tokens=8",
-                    "generate.batch_size=3", "model.hidden_size=32", "model.intermediate_size=64",
-                    "model.num_hidden_layers=2", *more])
+    return compose(
+        [
+            f"run_dir={run_dir}",
+            "benchmark.max_eval_prompts=4",
+            "generate.max_new_tokens=8",
+            "generate.batch_size=3",
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.num_hidden_layers=2",
+            *more,
+        ]
+    )
 
 
 @pytest.mark.parametrize("method", ["sft", "prompted", "soups", "mod", "uniform"])
@@ -37,9 +49,9 @@ def test_every_fixed_method_writes_one_line_per_prompt_and_preference(run_dir, m
     path = ensure_generations(cfg, method)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(records) == 4 * 8
-    assert {(r["prompt_id"], r["combination"]) for r in records} == {
-        (r["prompt_id"], r["combination"]) for r in records
-    } and len({(r["prompt_id"], r["combination"]) for r in records}) == 32
+    prompt_ids = [p.id for p in get_benchmark(cfg.benchmark).eval_prompts()]
+    expected = {(pid, combination_name(c)) for pid in prompt_ids for c in all_combinations(CORE)}
+    assert len(prompt_ids) == 4 and {(r["prompt_id"], r["combination"]) for r in records} == expected
     assert all(r["method"] == method and r["new_tokens"] <= 8 for r in records)
     if method == "soups":
         assert {r["merge"] for r in records} == {"psoups"}
@@ -66,7 +78,11 @@ def test_same_seed_same_text_and_settings_change_is_refused(run_dir, tmp_path):
     shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("generations"))
     a = ensure_generations(small(run_dir, "generate.preference=P1B,P2A"), "mod").read_text()
     b = ensure_generations(small(other, "generate.preference=P1B,P2A"), "mod").read_text()
-    pick = lambda text: sorted((r["prompt_id"], r["combination"], r["text"]) for r in map(json.loads, text.splitlines()) if r["combination"] == "P1B,P2A")
+    pick = lambda text: sorted(
+        (r["prompt_id"], r["combination"], r["text"])
+        for r in map(json.loads, text.splitlines())
+        if r["combination"] == "P1B,P2A"
+    )
     assert pick(a) == pick(b)
     from rlphf_cli.errors import UserError
 
@@ -88,7 +104,9 @@ def test_psoups_and_delta_merges_match_hand_computation(run_dir):
 
     soup = add_soup(model, ["P1A", "P2B"], [0.5, 0.5], "psoups")
     expected = s * ((B["P1A"] + B["P2B"]) / 2) @ ((A["P1A"] + A["P2B"]) / 2)
-    torch.testing.assert_close(layer.scaling[soup] * layer.lora_B[soup].weight @ layer.lora_A[soup].weight, expected)
+    torch.testing.assert_close(
+        layer.scaling[soup] * layer.lora_B[soup].weight @ layer.lora_A[soup].weight, expected
+    )
 
     delta = add_soup(model, ["P1A", "P2B"], [0.5, 0.5], "delta")
     expected = s * (B["P1A"] @ A["P1A"] + B["P2B"] @ A["P2B"]) / 2
@@ -104,7 +122,9 @@ def test_psoups_and_delta_merges_match_hand_computation(run_dir):
 
 
 def rlphf(*args):
-    return subprocess.run([sys.executable, "-m", "rlphf_cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rlphf_cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from omegaconf import II
+
 
 @dataclass
 class GenerateConfig:
@@ -20,4 +22,4 @@ class GenerateConfig:
     top_p: float = 1.0
     greedy: bool = False
     batch_size: int = 16
-    seed: int = 0
+    seed: int = II("seed")  # the run's seed unless given: `rlphf generate seed=3` seeds the sampling

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from omegaconf import II
+
 
 @dataclass
 class JudgeConfig:
@@ -28,6 +30,6 @@ class JudgeConfig:
 class EvalConfig:
     method: str = "pcm"
     baseline: str = "soups"  # a method, or all
-    seed: int = 0  # seeds the A/B order swaps and the bootstrap
+    seed: int = II("seed")  # seeds the A/B order swaps and the bootstrap; the run's seed unless given
     bootstrap_samples: int = 1000  # for the 95% confidence intervals (prompts resampled)
     judge: JudgeConfig = field(default_factory=JudgeConfig)

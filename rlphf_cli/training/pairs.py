@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.runs import RunDir, atomic_write_json, atomic_write_text
+from rlphf_cli.runs import RunDir, atomic_write_json, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,13 @@ def load_pairs(path: str | Path) -> list[dict]:
     text = path.read_text(encoding="utf-8").strip()
     if not text:
         raise UserError(f"pairs file {path} is empty")
-    try:
-        if text.startswith("["):
+    if not text.startswith("["):
+        records = read_jsonl(path)
+    else:
+        try:
             records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"pairs file {path} is not valid JSON or JSON lines: {exc.msg} (line {exc.lineno})"
-        ) from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"pairs file {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
     if not isinstance(records, list) or not records:
         raise UserError(
             f"pairs file {path} holds no pairs (expected a list of {', '.join(PAIR_FIELDS)} records)"
