@@ -142,3 +142,10 @@ def test_seeded_sampling_is_reproducible_and_filters_apply(peft_model):
     logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
     picks = {Sampler(top_p=0.7)(logp, torch.Generator().manual_seed(i)).item() for i in range(200)}
     assert picks == {0, 1}
+
+
+def test_a_tiny_top_p_keeps_the_most_likely_token():
+    logp = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.6, 0.1]]).log()
+    for top_p in (1e-9, 0.0):
+        picks = Sampler(top_p=top_p)(logp, torch.Generator().manual_seed(0))
+        assert picks.tolist() == [0, 2]
