@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from rlphf_cli.errors import UserError
+from rlphf_cli.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load tokenizer from {name_or_path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot load tokenizer from {name_or_path}: {first_line(exc)}") from None
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise UserError(f"tokenizer {name_or_path} has neither a pad token nor an EOS token")
@@ -123,5 +123,5 @@ def load_causal_lm(name_or_path: str, model_cfg, device: torch.device | None = N
             use_safetensors=None,
         )
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load model from {name_or_path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot load model from {name_or_path}: {first_line(exc)}") from None
     return model.to(device) if device is not None else model
