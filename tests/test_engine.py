@@ -23,8 +23,15 @@ PROMPTS = [[5, 9, 11, 3], [7, 8], [12, 13, 14, 15, 16, 17]]
 def tiny_base(seed=0):
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
     )
     return LlamaForCausalLM(cfg).eval()
 
@@ -49,16 +56,24 @@ def peft_model():
 def run(experts, weights, active, prompts=PROMPTS, **kw):
     w = torch.tensor(weights, dtype=torch.float).expand(len(prompts), -1)
     kw.setdefault("sampler", Sampler(greedy=True))
-    return decode(experts, FixedWeights(w), prompts, active, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=12, **kw)
+    return decode(
+        experts, FixedWeights(w), prompts, active, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=12, **kw
+    )
 
 
 def own_greedy(model, adapter, prompt, n=12):
     """Reference: the adapter alone, one unpadded row, through generate()."""
     model.set_adapter(adapter)
     ids = torch.tensor([prompt])
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                         eos_token_id=EOS, pad_token_id=PAD)
-    return out[0, len(prompt):].tolist()
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=n,
+        do_sample=False,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    return out[0, len(prompt) :].tolist()
 
 
 @pytest.mark.parametrize("stacked", [True, False])
@@ -76,15 +91,27 @@ def test_one_hot_weights_reproduce_the_expert_separate_models():
     got = run(SeparateExperts(models), [0.0, 1.0, 0.0], NAMES).tokens
     for prompt, tokens in zip(PROMPTS, got):
         ids = torch.tensor([prompt])
-        ref = models["P2B"].generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
-                                     do_sample=False, eos_token_id=EOS, pad_token_id=PAD)[0, len(prompt):].tolist()
+        ref = (
+            models["P2B"]
+            .generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=12,
+                do_sample=False,
+                eos_token_id=EOS,
+                pad_token_id=PAD,
+            )[0, len(prompt) :]
+            .tolist()
+        )
         assert tokens == ref[: len(tokens)]
 
 
 @pytest.mark.parametrize("mode", ["prob", "log"])
 def test_cached_decoding_equals_uncached(peft_model, mode):
     cached = run(AdapterExperts(peft_model), [0.5, 0.3, 0.2], NAMES, mixing=mode, record=True)
-    uncached = run(AdapterExperts(peft_model, use_cache=False), [0.5, 0.3, 0.2], NAMES, mixing=mode, record=True)
+    uncached = run(
+        AdapterExperts(peft_model, use_cache=False), [0.5, 0.3, 0.2], NAMES, mixing=mode, record=True
+    )
     assert cached.tokens == uncached.tokens
     for a, b in zip(cached.expert_logps, uncached.expert_logps):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
@@ -93,7 +120,9 @@ def test_cached_decoding_equals_uncached(peft_model, mode):
 def test_stacked_lora_matches_peft_per_row_adapters(peft_model):
     """The fast path (one batched matmul per layer) against peft's per-row adapter names."""
     fast = run(AdapterExperts(peft_model), [0.2, 0.5, 0.3], [NAMES[2], BASE, NAMES[0]], record=True)
-    ref = run(AdapterExperts(peft_model, stacked=False), [0.2, 0.5, 0.3], [NAMES[2], BASE, NAMES[0]], record=True)
+    ref = run(
+        AdapterExperts(peft_model, stacked=False), [0.2, 0.5, 0.3], [NAMES[2], BASE, NAMES[0]], record=True
+    )
     assert fast.tokens == ref.tokens
     for a, b in zip(fast.expert_logps, ref.expert_logps):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -128,17 +157,30 @@ def test_base_rows_and_unknown_adapter(peft_model):
 
 def own_greedy_base(model, prompt):
     ids = torch.tensor([prompt])
-    return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
-                          eos_token_id=EOS, pad_token_id=PAD)[0, len(prompt):].tolist()
+    return model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )[0, len(prompt) :].tolist()
 
 
 def test_seeded_sampling_is_reproducible_and_filters_apply(peft_model):
     def sample(seed, **s):
-        return run(AdapterExperts(peft_model), [0.3, 0.3, 0.4], NAMES, sampler=Sampler(**s),
-                   generator=torch.Generator().manual_seed(seed)).tokens
+        return run(
+            AdapterExperts(peft_model),
+            [0.3, 0.3, 0.4],
+            NAMES,
+            sampler=Sampler(**s),
+            generator=torch.Generator().manual_seed(seed),
+        ).tokens
 
     assert sample(3, temperature=1.0) == sample(3, temperature=1.0)
-    assert sample(3, top_k=1) == run(AdapterExperts(peft_model), [0.3, 0.3, 0.4], NAMES).tokens  # top-1 = greedy
+    assert (
+        sample(3, top_k=1) == run(AdapterExperts(peft_model), [0.3, 0.3, 0.4], NAMES).tokens
+    )  # top-1 = greedy
     logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
     picks = {Sampler(top_p=0.7)(logp, torch.Generator().manual_seed(i)).item() for i in range(200)}
     assert picks == {0, 1}
