@@ -30,7 +30,7 @@ def evaluations(run_dir: str | Path) -> list[Path]:
     )
 
 
-def _rank(method: str) -> tuple[int, str]:
+def rank(method: str) -> tuple[int, str]:
     return (METHODS.index(method), "") if method in METHODS else (len(METHODS), method)
 
 
@@ -39,8 +39,8 @@ def mark(summary: Summary) -> str:
 
 
 def main_table(summaries: list[Summary]) -> list[str]:
-    methods = sorted({s.method for s in summaries}, key=_rank)
-    baselines = sorted({s.baseline for s in summaries}, key=_rank)
+    methods = sorted({s.method for s in summaries}, key=rank)
+    baselines = sorted({s.baseline for s in summaries}, key=rank)
     by_pair = {(s.method, s.baseline): s for s in summaries}
     lines = ["| method \\ baseline | " + " | ".join(baselines) + " |", "|" + "---|" * (len(baselines) + 1)]
     for m in methods:
@@ -58,7 +58,7 @@ def pole_table(summaries: list[Summary]) -> list[str]:
         "| method vs baseline | " + " | ".join([*poles, OVERALL]) + " | judgments |",
         "|" + "---|" * (len(poles) + 3),
     ]
-    for s in sorted(summaries, key=lambda s: (_rank(s.method), _rank(s.baseline))):
+    for s in sorted(summaries, key=lambda s: (rank(s.method), rank(s.baseline))):
         cells = [pct(c.win_rate) if (c := s.cells.get(("all", p))) else "—" for p in poles]
         lines.append(
             f"| {s.method} vs {s.baseline}{mark(s)} | "
@@ -68,12 +68,17 @@ def pole_table(summaries: list[Summary]) -> list[str]:
     return lines
 
 
-def markdown(summaries: list[Summary], run_dir: Path) -> str:
+def by_judge(summaries: list[Summary]) -> dict[str, list[Summary]]:
+    """The summaries grouped by their judge's full description, in order of first appearance."""
     groups: dict[str, list[Summary]] = {}
     for s in summaries:
         groups.setdefault(json.dumps(s.judge, sort_keys=True), []).append(s)
+    return groups
+
+
+def markdown(summaries: list[Summary], run_dir: Path) -> str:
     lines = [f"# Evaluation report: {run_dir}", "", LEGEND]
-    for group in groups.values():
+    for group in by_judge(summaries).values():
         name = judge_name(group[0].judge)
         lines += ["", f"## Judge: {name}", "", *main_table(group), "", f"### Per pole (judge: {name})", ""]
         lines += pole_table(group)
@@ -81,13 +86,30 @@ def markdown(summaries: list[Summary], run_dir: Path) -> str:
 
 
 def report(cfg) -> Path:
-    """Write `eval/report.md` from every evaluation in the run directory, print it, return its path."""
-    run = RunDir(cfg.run_dir)
-    folders = evaluations(run.root)
+    """Write the run's report, print it, return its path.
+
+    An ordinary run directory gets `eval/report.md` from every evaluation in it. A folder with no evaluations
+    of its own but `seed<N>` run folders under it (`rlphf pipeline seeds=...`) gets `report.md`: every table
+    as mean ± sd over the seeds; with a single seed folder, that run's ordinary report.
+    """
+    root = RunDir(cfg.run_dir).root
+    folders = evaluations(root)
     if not folders:
-        raise UserError(f"no evaluations in {run.root / 'eval'}: run `rlphf eval` first")
-    text = markdown([rescore(f) for f in folders], run.root)
-    path = run.root / "eval" / "report.md"
+        from rlphf_cli.evaluation.seeds import aggregate_markdown, seed_runs
+
+        runs = seed_runs(root)
+        if len(runs) > 1:
+            return publish(root / "report.md", aggregate_markdown(runs))
+        if not runs:
+            raise UserError(
+                f"no evaluations in {root / 'eval'} (nor seed<N> run folders with any): run `rlphf eval` first"
+            )
+        root, folders = runs[0], evaluations(runs[0])
+    return publish(root / "eval" / "report.md", markdown([rescore(f) for f in folders], root))
+
+
+def publish(path: Path, text: str) -> Path:
+    """Write a report and print it to the terminal."""
     atomic_write_text(path, text)
     from rich.console import Console
     from rich.markdown import Markdown
