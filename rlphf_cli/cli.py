@@ -123,6 +123,12 @@ def evaluate(
     run_command("eval", "rlphf_cli.evaluation.evaluate:evaluate", [*extra, *(overrides or [])], cfg, "eval")
 
 
+@app.command("headroom")
+def headroom(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Measure what routing could gain: the best fixed-weight mixture of a grid and a sentence-level oracle."""
+    run_command("headroom", "rlphf_cli.evaluation.headroom:headroom", overrides, cfg, "headroom")
+
+
 @app.command("report")
 def report(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """Gather every evaluation in the run directory into one table of methods x baselines."""

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlphf_cli.decoding.generate_config import GenerateConfig
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.eval_config import EvalConfig
+from rlphf_cli.evaluation.headroom_config import HeadroomConfig
 from rlphf_cli.training.expert_config import ExpertConfig, LauncherConfig
 from rlphf_cli.training.pcm_config import PCMConfig
 from rlphf_cli.training.rm_config import PairsConfig, RewardModelConfig
@@ -71,6 +72,7 @@ class TrackingConfig:
 class RootConfig:
     run_dir: str = "runs/demo"
     seed: int = 0
+    seeds: str = ""  # pipeline only: several seeds, e.g. 0,1,2 -> one run directory per seed under run_dir
     device: str = "auto"  # auto | cpu | cuda
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -81,6 +83,7 @@ class RootConfig:
     pcm: PCMConfig = field(default_factory=PCMConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    headroom: HeadroomConfig = field(default_factory=HeadroomConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

@@ -1,8 +1,9 @@
 """`rlphf pipeline`: every stage, end to end, skipping what is complete.
 
-train-sft -> pairs -> train-rm -> train-expert -> train-pcm -> generate (every method) -> eval (pcm against
-every baseline, and soups against prompted) -> report. Each stage reads and writes the run directory, so an
-interrupted pipeline resumes where it stopped.
+train-sft -> pairs -> train-rm -> train-expert -> headroom -> train-pcm -> generate (every method) -> eval
+(pcm against every baseline, and soups against prompted) -> report. Each stage reads and writes the run
+directory, so an interrupted pipeline resumes where it stopped. `seeds=0,1,2` runs the whole pipeline once
+per seed, in `<run_dir>/seed<N>`, and closes with a report over the seeds.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from rlphf_cli.generations import METHODS
 from rlphf_cli.runs import RunDir, atomic_write_text
 
 log = logging.getLogger(__name__)
 console = Console()
 
-BASELINES = ("sft", "prompted", "soups", "mod", "uniform")
+BASELINES = tuple(m for m in METHODS if m != "pcm")
 
 
 def _call(target: str, cfg):
@@ -50,6 +52,7 @@ STAGES = [
     ("pairs", "rlphf_cli.training.pairs:make_pairs"),
     ("train-rm", "rlphf_cli.training.rm:train_rm"),
     ("train-expert", "rlphf_cli.training.expert:train_expert"),
+    ("headroom", "rlphf_cli.evaluation.headroom:headroom"),
     ("train-pcm", "rlphf_cli.training.pcm:train_pcm"),
     ("generate", _generate_all),
     ("eval", _evaluate_all),
@@ -57,7 +60,43 @@ STAGES = [
 ]
 
 
+def parse_seeds(spec) -> list[int]:
+    from rlphf_cli.errors import UserError
+
+    try:
+        seeds = [int(x) for x in str(spec).replace(";", ",").split(",") if x.strip()]
+    except ValueError:
+        raise UserError(
+            f"bad seeds={spec!r}: expected integers separated by commas, e.g. seeds=0,1,2"
+        ) from None
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds={spec!r} names a seed twice")
+    return seeds
+
+
 def pipeline(cfg) -> Path:
+    """The whole pipeline for `seed`, or once per seed of `seeds` (each in `<run_dir>/seed<N>`)."""
+    if not cfg.seeds:
+        return run_pipeline(cfg)
+    from omegaconf import OmegaConf
+
+    seeds = parse_seeds(cfg.seeds)
+    root = RunDir(cfg.run_dir).root
+    for seed in seeds:
+        console.rule(f"[bold]seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
+        run_pipeline(OmegaConf.merge(cfg, {"run_dir": str(root / f"seed{seed}"), "seed": seed, "seeds": ""}))
+    from rlphf_cli.evaluation.seeds import aggregate_markdown
+
+    text = aggregate_markdown([root / f"seed{seed}" for seed in seeds])
+    path = root / "summary.md"
+    atomic_write_text(path, text)
+    console.rule(f"[bold]summary over {len(seeds)} seeds")
+    console.print(text)
+    console.print(f"written to {path}")
+    return path
+
+
+def run_pipeline(cfg) -> Path:
     from rlphf_cli.training.pairs import external_pairs_dir
 
     run = RunDir(cfg.run_dir)
@@ -69,7 +108,7 @@ def pipeline(cfg) -> Path:
         target(cfg) if callable(target) else _call(target, cfg)
         timings.append((name, time.perf_counter() - start))
         console.print(f"[green]stage {name} done in {timings[-1][1]:.0f}s")
-    summary = summarize(run, timings, cfg.seed)
+    summary = summarize(run, timings, cfg.seed, cfg)
     path = run.root / "summary.md"
     atomic_write_text(path, summary)
     console.rule("[bold]summary")
@@ -88,28 +127,36 @@ def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
 
-def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int) -> str:
-    """The demo's closing page: win rates, experts against the base, reward-model accuracies, time per stage."""
+def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None) -> str:
+    """The demo's closing page: win rates, mixtures and headroom, the PCM, experts, reward models, time."""
     report = run.root / "eval" / "report.md"
-    lines = [f"# rlphf pipeline: {run.root.name} (seed {seed})", ""]
+    lines = [
+        f"# rlphf pipeline: {run.root.name} (seed {seed}; one seed, no spread: `seeds=0,1,2` gives three)",
+        "",
+    ]
     if report.exists():
         lines += [report.read_text().strip(), ""]
+    if cfg is not None:
+        lines += _mixtures_section(run, cfg)
+    lines += _pcm_section(run)
     experts = _manifests(run, "experts")
     if experts:
         lines += ["## Experts against the base on their own pole (held-out prompts, benchmark judge)", ""]
         lines += [
-            "| pole | algo | non-tied win rate % | wins / losses / ties | judge score expert / base | invalid % expert / base |",
-            "|---|---|---|---|---|---|",
+            "| pole | algo | decoding | non-tied win rate % | wins / losses / ties | judge score expert / base | invalid % expert / base |",
+            "|---|---|---|---|---|---|---|",
         ]
         for pole, m in experts.items():
             x = m.get("metrics", {})
-            if "win_rate_vs_base" not in x:
-                lines.append(f"| {pole} | {m.get('algo', '?')} | — | — | — | — |")
-                continue
-            lines.append(
-                f"| {pole} | {m.get('algo', '?')} | {_pct(x['win_rate_vs_base'])} | {x['wins']} / {x['losses']} / {x['ties']} | "
-                f"{x['judge_score_expert']:.3f} / {x['judge_score_base']:.3f} | {_pct(x['invalid_expert'])} / {_pct(x['invalid_base'])} |"
-            )
+            for check in (x, x.get("sampled")):
+                if not check or "win_rate_vs_base" not in check:
+                    continue
+                lines.append(
+                    f"| {pole} | {m.get('algo', '?')} | {check.get('decoding', 'greedy')} | {_pct(check['win_rate_vs_base'])} | "
+                    f"{check['wins']} / {check['losses']} / {check['ties']} | "
+                    f"{check['judge_score_expert']:.3f} / {check['judge_score_base']:.3f} | "
+                    f"{_pct(check['invalid_expert'])} / {_pct(check['invalid_base'])} |"
+                )
         lines.append("")
     rms = _manifests(run, "rm")
     if rms:
@@ -121,18 +168,91 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int) -> str:
                 f"| {pole} | {_pct(x.get('heldout_accuracy'))} | {x.get('train_pairs', '?')} / {x.get('heldout_pairs', '?')} |"
             )
         lines.append("")
-    pcm = run.artifact("pcm")
-    if pcm.is_complete():
-        metrics = pcm.manifest().get("metrics", {})
-        if "pcm_reward" in metrics:
-            lines += [
-                "## PCM against the uniform mixture (mean normalised reward, held-out prompts)",
-                "",
-                f"PCM {metrics['pcm_reward']:.3f}, uniform {metrics['uniform_reward']:.3f} "
-                f"({metrics['pcm_minus_uniform']:+.3f}) over {metrics['eval_prompts']} prompts x 8 combinations.",
-                "",
-            ]
     lines += ["## Time per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {sec:.0f} |" for name, sec in timings]
     lines.append(f"| total | {sum(s for _, s in timings):.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _mixtures_section(run: RunDir, cfg) -> list[str]:
+    """Every method's mean judge score beside the headroom references (the best fixed mixture, the oracle)."""
+    from rlphf_cli.evaluation.headroom import method_scores
+
+    scores = method_scores(cfg, METHODS)
+    headroom = run.root / "headroom" / "results.json"
+    if not scores and not headroom.is_file():
+        return []
+    lines = [
+        "## Mixtures under the benchmark judge (mean score over the combination's poles, held-out prompts)",
+        "",
+        "An invalid response scores -1 on every pole. The best fixed mixture is chosen per combination on "
+        "training prompts from a grid; the sentence oracle switches experts at sentence boundaries using the "
+        "judges themselves (an upper reference, not a method).",
+        "",
+        "| method | mean judge score | valid % |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {m} | {x['score']:.3f} | {_pct(x['valid'])} |" for m, x in scores.items()]
+    if headroom.is_file():
+        h = json.loads(headroom.read_text())
+        for key, label in (
+            ("best_fixed", "best fixed mixture (grid)"),
+            ("sentence_oracle", "sentence oracle"),
+        ):
+            rows = [c[key] for c in h["combinations"]]
+            valid = sum(r["valid"] for r in rows) / len(rows)
+            lines.append(f"| {label} | {h['mean'][key]:.3f} | {_pct(valid)} |")
+        gain = h["mean"]["sentence_oracle"] - h["mean"]["best_fixed"]
+        lines += [
+            "",
+            f"Headroom: the oracle is {gain:+.3f} above the best fixed mixture and "
+            f"{h['mean']['sentence_oracle'] - h['mean']['uniform']:+.3f} above uniform "
+            f"(headroom stage, {h['eval_prompts']} prompts x {len(h['combinations'])} combinations).",
+        ]
+    return [*lines, ""]
+
+
+def _pcm_section(run: RunDir) -> list[str]:
+    pcm = run.artifact("pcm")
+    if not pcm.is_complete():
+        return []
+    manifest = pcm.manifest()
+    metrics, history = manifest.get("metrics", {}), manifest.get("history", [])
+    lines = ["## The PCM", ""]
+    if history:
+        tenth = max(1, len(history) // 10)
+        curve = [
+            sum(h["reward"] for h in history[i : i + tenth]) / len(history[i : i + tenth])
+            for i in range(0, len(history), tenth)
+        ]
+        lines += [
+            f"Training reward (mean normalised reward of its samples), by tenth of {len(history)} steps: "
+            + " -> ".join(f"{r:.3f}" for r in curve),
+            "",
+        ]
+    if "pcm_reward" in metrics:
+        lines += [
+            f"Held-out mean normalised reward: PCM {metrics['pcm_reward']:.3f}, uniform {metrics['uniform_reward']:.3f} "
+            f"({metrics['pcm_minus_uniform']:+.3f}) over {metrics['eval_prompts']} prompts x every combination.",
+            "",
+        ]
+    for name, value in metrics.get("ablations", {}).items():
+        lines.append(f"- ablation, {name}: {value}")
+    if metrics.get("ablations"):
+        lines.append("")
+    by_fifth = metrics.get("weight_by_response_fifth")
+    if by_fifth:
+        lines += [
+            "Mean PCM weight on each dimension's expert, by fifth of the response (held-out prompts):",
+            "",
+            "| expert | 1st | 2nd | 3rd | 4th | 5th |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k.replace('_', ' ')} | " + " | ".join(f"{x:.2f}" for x in v) + " |"
+            for k, v in by_fifth.items()
+        ]
+        lines.append("")
+    if (pcm.path / "token_weights.png").is_file():
+        lines += ["Weights token by token, one response per combination: `pcm/token_weights.png`.", ""]
+    return lines

@@ -119,6 +119,38 @@ def test_pcm_learns_to_route_between_two_toy_experts():
         assert mean_weight > 0.8, (name, mean_weight)
 
 
+class PositionalToyExperts(ToyExperts):
+    """Both toy experts at every position; which one is right depends on the position (see the test)."""
+
+
+def test_pcm_learns_position_dependent_routing():
+    """Expert P1A (token 2) is right for the first three response tokens, P1B (token 3) for the last three.
+
+    A PCM that gives the same weights everywhere earns at most 0.5 (or 0.9 * 0.5 + 0.1 / 7 * ...);
+    only one that switches experts inside the response passes.
+    """
+    torch.manual_seed(0)
+    cfg = compose(["pcm.hidden_size=32", "pcm.intermediate_size=64", "pcm.num_hidden_layers=2", "pcm.num_attention_heads=2"])
+    pcm = build_pcm(cfg.pcm, VOCAB, PAD, ["P1A", "P1B"], ["P1A", "P1B"], 0)
+    optimizer = torch.optim.AdamW(pcm.parameters(), lr=3e-3)
+    pref, switch, length = torch.tensor([0.5, 0.5]), 3, 6
+    gen = torch.Generator().manual_seed(0)
+
+    def sample(n):
+        return sample_batch(pcm, PositionalToyExperts(), [[4, 5]] * n, ["P1A", "P1B"], pref, generator=gen, device="cpu",
+                            eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=length, sampler=Sampler())
+
+    for _ in range(70):
+        batch = sample(32)
+        batch.rewards = torch.tensor([sum(t == (2 if i < switch else 3) for i, t in enumerate(r)) / length
+                                      for r in batch.response_ids], dtype=torch.float32)
+        update(pcm, optimizer, [batch], "rebel", epochs=2, group=2, eta=1.0, backward=lambda loss: loss.backward())
+    weights = torch.stack([w for w in sample(64).weights if len(w) == length])  # [N, T, 2]
+    on_first = weights[:, :switch, 0].mean(0)  # P1A's weight at each of the first three positions
+    on_rest = weights[:, switch:, 1].mean(0)  # P1B's weight at each of the last three
+    assert (on_first > 0.8).all() and (on_rest > 0.8).all(), (on_first, on_rest)
+
+
 def test_save_load_roundtrip_and_expert_set_check(tmp_path):
     pcm = toy_pcm(poles=["P1A", "P1B", "P2A"], experts=["P1A", "P1B", "P2A"])
     pcm.save(tmp_path / "pcm")

@@ -23,7 +23,7 @@ from rlphf_cli.benchmarks.synthetic_world import (
     UNFRIENDLY_OPENERS,
 )
 from rlphf_cli.errors import UserError
-from rlphf_cli.preferences import POLES
+from rlphf_cli.preferences import POLES, dimensions
 
 _SLOT = re.compile(r"\[([^|\]]+)\|([^\]]+)\]")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -126,9 +126,7 @@ class SyntheticWorld:
         background = amount == 2 or (amount == 1 and rng.random() < 0.5)
         facts = rng.sample(list(spec["facts"]), n_facts)
         body = [facts[0]] + ([spec["background"]] if background else []) + facts[1:]
-        sentences = [
-            _render_slots(s, [rng.random() < register for _ in _SLOT.findall(s)]) for s in body
-        ]
+        sentences = [_render_slots(s, [rng.random() < register for _ in _SLOT.findall(s)]) for s in body]
         if tone:
             openers, closers = (
                 (FRIENDLY_OPENERS, FRIENDLY_CLOSERS) if tone > 0 else (UNFRIENDLY_OPENERS, UNFRIENDLY_CLOSERS)
@@ -213,7 +211,14 @@ class SyntheticWorld:
         return "A" if sa > sb else "B"
 
 
-_LEVEL_OF_POLE = {"P1A": ("P1", 0.0), "P1B": ("P1", 1.0), "P2A": ("P2", 0), "P2B": ("P2", 2), "P3A": ("P3", 1), "P3B": ("P3", -1)}
+_LEVEL_OF_POLE = {
+    "P1A": ("P1", 0.0),
+    "P1B": ("P1", 1.0),
+    "P2A": ("P2", 0),
+    "P2B": ("P2", 2),
+    "P3A": ("P3", 1),
+    "P3B": ("P3", -1),
+}
 
 
 class SyntheticBenchmark:
@@ -227,7 +232,9 @@ class SyntheticBenchmark:
         self.poles = list(cfg.poles)
         bad = [p for p in self.poles if p not in SyntheticWorld.poles]
         if bad:
-            raise UserError(f"the synthetic benchmark has no pole(s) {', '.join(bad)}; valid: {', '.join(SyntheticWorld.poles)}")
+            raise UserError(
+                f"the synthetic benchmark has no pole(s) {', '.join(bad)}; valid: {', '.join(SyntheticWorld.poles)}"
+            )
 
     def train_prompts(self) -> list[Prompt]:
         return self.world.prompts("train")
@@ -240,21 +247,24 @@ class SyntheticBenchmark:
     def sft_corpus(self, n: int, seed: int) -> list[dict[str, str]]:
         """Prompt/completion pairs with every level of every dimension, drawn independently.
 
-        A share (`prompted_fraction`) of examples append one pole's preference text to the question and
-        follow that pole, so that preference prompting is a meaningful baseline.
+        A share (`prompted_fraction`) of examples append the preference texts of one to three dimensions
+        (one pole each, in dimension order, as P-Soups's prompts carry them) and follow those poles, so that
+        preference prompting with a whole combination is a meaningful baseline.
         """
         rng = random.Random(seed)
         prompts = self.train_prompts()
+        by_dim = dimensions(self.poles)
         out = []
         for _ in range(n):
             prompt = rng.choice(prompts)
             levels = self.world.random_levels(rng)
             text = prompt.text
             if rng.random() < self.cfg.prompted_fraction:
-                pole = rng.choice(self.poles)
-                dim, level = _LEVEL_OF_POLE[pole]
-                levels[dim] = level
-                text = f"{text} {POLES[pole].text}"
+                chosen = sorted(rng.sample(list(by_dim), rng.randint(1, len(by_dim))))
+                for dim in chosen:
+                    pole = rng.choice(by_dim[dim])
+                    levels[dim] = _LEVEL_OF_POLE[pole][1]
+                    text = f"{text} {POLES[pole].text}"
             topic = self.world.topic_of(prompt.text)
             response = self.world.render(topic, levels["P2"], levels["P1"], levels["P3"], rng)
             out.append({"prompt": text, "completion": response})

@@ -41,7 +41,7 @@ class LoadedPCM:
         self.pcm = pcm.to(device).eval()
         self.device = device
 
-    def provider(self, pref: Preference, batch: int, tokenizer=None) -> PCMWeights:
+    def provider(self, pref: Preference, batch: int) -> PCMWeights:
         vec = self.pcm.preference_vector(pref.combination, pref.weights).to(self.device)
         return PCMWeights(self.pcm, vec.expand(batch, -1), list(pref.combination))
 

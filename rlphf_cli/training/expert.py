@@ -297,8 +297,8 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     """Judge the saved expert against the base on its own pole, on the benchmark's held-out prompts.
 
     Two decodings, both of the expert and of the base: greedy (each model's most likely response, one per
-    prompt: what the expert has learned to prefer) and pure sampling at temperature 1 as P-Soups evaluated
-    (`expert.eval_samples` responses per prompt, the same random stream for both models, so identical
+    prompt: what the expert has learned to prefer) and pure sampling at the evaluation temperature
+    (`generate.temperature`; `expert.eval_samples` responses per prompt, the same random stream for both models, so identical
     outputs tie). The greedy figures are the headline; the sampled ones are under `sampled`. Loading the
     adapter here also proves the saved folder loads. Empty when the benchmark has no programmatic judge.
     """
@@ -313,6 +313,7 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     if not hasattr(bench, "compare"):
         return {}
     n = cfg.expert.eval_samples
+    temperature = cfg.generate.temperature  # sampled at the evaluation's temperature
     base = base_model_path(cfg)
     device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
@@ -323,7 +324,9 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     def decode(m) -> tuple[list, list]:
         common = dict(max_new_tokens=cfg.expert.max_new_tokens, seed=cfg.seed + 1)
         greedy = sample_responses(m, tokenizer, formatted, n=1, temperature=0.0, **common)
-        sampled = sample_responses(m, tokenizer, formatted, n=n, temperature=1.0, **common) if n > 0 else []
+        sampled = (
+            sample_responses(m, tokenizer, formatted, n=n, temperature=temperature, **common) if n > 0 else []
+        )
         return greedy, sampled
 
     base_greedy, base_sampled = decode(model)
@@ -336,7 +339,7 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     out = {"decoding": "greedy", **_judge_against_base(bench, pole, prompts, expert_greedy, base_greedy)}
     if n > 0:
         sampled = _judge_against_base(bench, pole, prompts, expert_sampled, base_sampled)
-        out["sampled"] = {"decoding": "temperature 1.0", "samples_per_prompt": n, **sampled}
+        out["sampled"] = {"decoding": f"temperature {temperature:g}", "samples_per_prompt": n, **sampled}
     return out
 
 

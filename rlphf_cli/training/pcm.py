@@ -17,21 +17,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from rlphf_cli import tracking, validate
+from rlphf_cli.adapters import base_model_path, load_experts
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode, left_pad
-from rlphf_cli.decoding.generate import load_experts
-from rlphf_cli.errors import UserError
 from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.pcm.provider import PCMWeights
 from rlphf_cli.preferences import all_combinations
 from rlphf_cli.rewards import get_reward
 from rlphf_cli.runs import RunDir
-from rlphf_cli.training.common import base_model_path
 
 log = logging.getLogger(__name__)
-ALGOS = ("rebel", "rloo")
 
 
 @dataclass
@@ -95,8 +93,8 @@ def sample_batch(pcm, experts, prompt_ids, active, preference, *, generator, dev
 
 def update(
     pcm, optimizer, batches: list[Batch], algo: str, epochs: int, group: int, eta: float, backward
-) -> float:
-    """RL updates of the PCM on sampled batches (their rewards set); returns the last loss."""
+) -> None:
+    """RL updates of the PCM on sampled batches (their rewards set)."""
     pcm.train()
     for _ in range(epochs):
         for batch in batches:
@@ -109,7 +107,6 @@ def update(
             backward(loss)
             optimizer.step()
     pcm.eval()
-    return loss.item()
 
 
 def normalised_reward(scores: list[float], reference: list[float], scale: float) -> torch.Tensor:
@@ -137,12 +134,13 @@ class PCMTrainer:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text)).input_ids
 
-    def _decode(self, provider, prompt_ids, active, generator, record=True, greedy=False):
+    def _decode(self, provider, prompt_ids, active, generator, record=True, greedy=False, mixing="prob"):
         return decode(
             self.experts,
             provider,
             prompt_ids,
             active,
+            mixing=mixing,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
             max_new_tokens=self.p.max_new_tokens,
@@ -214,7 +212,7 @@ class PCMTrainer:
             len(train_prompts),
         )
         reference = self.reference_scores(train_prompts)
-        tracker = _Tracker(self.cfg)
+        tracker = tracking.start(self.cfg, "train-pcm")
         history = []
         bar = tqdm(
             range(start, p.steps),
@@ -254,7 +252,7 @@ class PCMTrainer:
             }
             history.append(metrics)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", entropy=f"{metrics['weight_entropy']:.3f}")
-            tracker.log(metrics)
+            tracker.log(metrics, step=metrics["step"])
             if (step + 1) % p.save_steps == 0 and step + 1 < p.steps:
                 self._checkpoint(work, plain, optimizer, step + 1)
         tracker.finish()
@@ -278,90 +276,74 @@ class PCMTrainer:
         return state["step"]
 
 
-class _Tracker:
-    def __init__(self, cfg):
-        self.run = None
-        if cfg.tracking.backend == "wandb":
-            import wandb
+def compare_with_uniform(
+    trainer: PCMTrainer, pcm: PreferenceControlModel, n_prompts: int, seed: int, work: Path
+) -> dict:
+    """Held-out mean normalised reward of the PCM mixture, the uniform mixture and the PCM under log mixing;
+    where in a response each dimension's expert carries weight; a picture of the weights token by token."""
+    from rlphf_cli.pcm.plots import plot_token_weights
+    from rlphf_cli.preferences import POLES
 
-            self.run = wandb.init(
-                project=cfg.tracking.project,
-                entity=cfg.tracking.entity,
-                mode=cfg.tracking.mode,
-                dir=str(RunDir(cfg.run_dir).root),
-                name="train-pcm",
-                config={"pcm": to_dict(cfg)["pcm"]},
-            )
-
-    def log(self, metrics: dict) -> None:
-        if self.run is not None:
-            self.run.log(metrics, step=metrics["step"])
-
-    def finish(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-
-
-def compare_with_uniform(trainer: PCMTrainer, pcm: PreferenceControlModel, n_prompts: int, seed: int) -> dict:
-    """Mean normalised reward of the PCM mixture and of the uniform mixture on held-out prompts."""
     prompts = trainer.bench.eval_prompts()[:n_prompts]
     reference = trainer.reference_scores(prompts)
-    totals = {"pcm": [], "uniform": []}
-    by_fifth = torch.zeros(3, 5)
-    counts = torch.zeros(5)
+    dims = list(dict.fromkeys(POLES[p].dimension for p in trainer.poles))
+    totals: dict[str, list[float]] = {"pcm": [], "uniform": [], "pcm_log_mixing": []}
+    by_fifth = torch.zeros(len(dims), 5)
+    counts = torch.zeros(len(dims), 5)
+    examples = []
     pcm.eval()
+    ids = [trainer.encode(p.text) for p in prompts]
     for combination in trainer.combinations:
-        for method in ("pcm", "uniform"):
+        k = len(combination)
+        for method in totals:
             generator = torch.Generator(trainer.device).manual_seed(seed)
-            ids = [trainer.encode(p.text) for p in prompts]
-            pref = pcm.preference_vector(combination, [1 / 3] * len(combination)).to(trainer.device)
+            pref = pcm.preference_vector(combination, [1 / k] * k).to(trainer.device)
             provider = (
-                PCMWeights(pcm, pref.expand(len(ids), -1), list(combination))
-                if method == "pcm"
-                else FixedWeights(torch.full((len(ids), len(combination)), 1 / len(combination)))
+                FixedWeights(torch.full((len(ids), k), 1 / k))
+                if method == "uniform"
+                else PCMWeights(pcm, pref.expand(len(ids), -1), list(combination))
             )
-            res = trainer._decode(provider, ids, list(combination), generator)
+            mixing = "log" if method == "pcm_log_mixing" else "prob"
+            res = trainer._decode(provider, ids, list(combination), generator, mixing=mixing)
             texts = [trainer.text(t) for t in res.tokens]
             reward = torch.zeros(len(texts))
             for pole in combination:
                 scores = trainer.reward.score(pole, [p.text for p in prompts], texts)
                 ref = [reference[p.id][pole] for p in prompts]
-                reward += normalised_reward(scores, ref, trainer.p.bt_scale) / len(combination)
+                reward += normalised_reward(scores, ref, trainer.p.bt_scale) / k
             totals[method] += reward.tolist()
-            if method == "pcm":  # where in a response each dimension's expert carries weight
-                for w in res.weights:
-                    fifth = (torch.arange(len(w)) * 5 // max(len(w), 1)).clamp(max=4)
+            if method != "pcm":
+                continue
+            for w in res.weights:  # where in a response each dimension's expert carries weight
+                fifth = (torch.arange(len(w)) * 5 // max(len(w), 1)).clamp(max=4)
+                for j, pole in enumerate(combination):
+                    d = dims.index(POLES[pole].dimension)
                     for f in range(5):
                         if (fifth == f).any():
-                            by_fifth[:, f] += w[fifth == f].mean(0)[:3]
-                            counts[f] += 1
-    pcm_mean = sum(totals["pcm"]) / len(totals["pcm"])
-    uni_mean = sum(totals["uniform"]) / len(totals["uniform"])
+                            by_fifth[d, f] += w[fifth == f, j].mean()
+                            counts[d, f] += 1
+            tokens = trainer.tokenizer.convert_ids_to_tokens(res.tokens[0])
+            examples.append({"combination": list(combination), "tokens": tokens, "weights": res.weights[0]})
+    mean = {m: sum(v) / len(v) for m, v in totals.items()}
+    plot_token_weights(examples, work / "token_weights.png")
     return {
         "eval_prompts": len(prompts),
-        "pcm_reward": round(pcm_mean, 4),
-        "uniform_reward": round(uni_mean, 4),
-        "pcm_minus_uniform": round(pcm_mean - uni_mean, 4),
+        "pcm_reward": round(mean["pcm"], 4),
+        "uniform_reward": round(mean["uniform"], 4),
+        "pcm_minus_uniform": round(mean["pcm"] - mean["uniform"], 4),
+        "ablations": {
+            "mixing": f"PCM weights mixed in probability space {mean['pcm']:.3f}, in log space {mean['pcm_log_mixing']:.3f} "
+            "(held-out mean normalised reward)"
+        },
         "weight_by_response_fifth": {
-            f"expert_of_dimension_{d + 1}": [
-                round(x, 3) for x in (by_fifth[d] / counts.clamp_min(1)).tolist()
-            ]
-            for d in range(3)
+            f"expert_of_dimension_{d}": [round(x, 3) for x in (by_fifth[i] / counts[i].clamp_min(1)).tolist()]
+            for i, d in enumerate(dims)
         },
     }
 
 
-def check_config(p) -> None:
-    if p.algo not in ALGOS:
-        raise UserError(f"unknown pcm.algo {p.algo!r}; valid: {', '.join(ALGOS)}")
-    if p.samples_per_prompt < 2:
-        raise UserError("pcm.samples_per_prompt must be at least 2 (REBEL and RLOO compare responses)")
-    if p.algo == "rebel" and p.samples_per_prompt != 2:
-        raise UserError("pcm.algo=rebel compares pairs: set pcm.samples_per_prompt=2")
-
-
 def train_pcm(cfg) -> Path:
-    check_config(cfg.pcm)
+    validate.check_pcm(cfg)
     art = RunDir(cfg.run_dir).artifact("pcm")
     if art.is_complete():
         log.info("PCM already complete in %s; skipping", art.path)
@@ -374,7 +356,7 @@ def train_pcm(cfg) -> Path:
         return art.path
     metrics = {"final_reward": history[-1]["reward"] if history else None}
     if cfg.pcm.eval_prompts:
-        metrics |= compare_with_uniform(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed)
+        metrics |= compare_with_uniform(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed, work)
         log.info(
             "held-out mean normalised reward: PCM %.3f, uniform %.3f (%+.3f)",
             metrics["pcm_reward"],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from omegaconf import II
+
 
 @dataclass
 class PCMConfig:
@@ -26,6 +28,6 @@ class PCMConfig:
     bt_scale: float = 1.0  # rewards are normalised as sigmoid(bt_scale * (r(y) - r(y_ref)))
     reward: str = "judge"  # judge (programmatic) | reward_model
     max_new_tokens: int = 96
-    temperature: float = 1.0
+    temperature: float = II("generate.temperature")  # sample as the evaluation decodes
     save_steps: int = 20
     eval_prompts: int = 48  # held-out prompts for the closing PCM-vs-uniform comparison (0: skip)

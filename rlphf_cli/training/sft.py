@@ -15,7 +15,7 @@ from rlphf_cli.config import to_dict
 from rlphf_cli.errors import UserError
 from rlphf_cli.modeling import build_tiny_model, build_tokenizer, format_prompt, load_tokenizer
 from rlphf_cli.runs import RunDir
-from rlphf_cli.training.common import last_checkpoint, trainer_kwargs
+from rlphf_cli.training.common import last_checkpoint, log_to_file, trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ def _fit(cfg, model, tokenizer, corpus: list[dict], output_dir: Path) -> dict:
         completion_only_loss=True,
         weight_decay=0.0,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = log_to_file(
+        SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(output_dir))
     return {"train_loss": result.training_loss, "steps": result.global_step}
 

@@ -1,0 +1,245 @@
+"""Headroom: what mixing the experts could gain on a benchmark, measured before any PCM is trusted.
+
+Beside the fixed mixtures, two references:
+- the best fixed-weight mixture of a small grid over a combination's experts (probability space, as the
+  PCM mixes), chosen per combination on training prompts and reported on the held-out ones;
+- a sentence-level oracle: at every sentence boundary each of the combination's experts continues the
+  response alone to its end, the combination's judges score every continuation, and the best one's next
+  sentence is kept. It sees the judges, so no decoding-time method can be expected to reach it; the gap
+  between it and the best fixed mixture is what routing within a response can gain.
+
+Scores are the benchmark judge's, averaged over the combination's poles (an invalid response scores -1
+on every pole), at the evaluation's decoding settings (`generate.temperature`, `generate.max_new_tokens`).
+`headroom/results.json` holds every figure per combination.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from rlphf_cli.config import to_dict
+from rlphf_cli.decoding.engine import FixedWeights, Sampler, decode
+from rlphf_cli.errors import UserError
+from rlphf_cli.preferences import all_combinations
+from rlphf_cli.runs import RunDir, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SENTENCE_ENDS = (".", "!", "?")
+
+
+class MixtureBench:
+    """The run's experts on one base, the tokenizer, the judge and the evaluation's sampler."""
+
+    def __init__(self, cfg):
+        from rlphf_cli.benchmarks import get_benchmark
+        from rlphf_cli.decoding.engine import AdapterExperts
+        from rlphf_cli.decoding.generate import load_experts
+        from rlphf_cli.modeling import load_causal_lm, load_tokenizer, resolve_device
+        from rlphf_cli.rewards import get_reward
+        from rlphf_cli.training.common import base_model_path
+
+        self.cfg = cfg
+        self.bench = get_benchmark(cfg.benchmark)
+        if not hasattr(self.bench, "score"):
+            raise UserError(
+                f"benchmark {self.bench.name!r} has no programmatic judge: no headroom to measure"
+            )
+        self.device = resolve_device(cfg.device)
+        path = base_model_path(cfg)
+        self.tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
+        base = load_causal_lm(path, cfg.model, self.device).eval()
+        self.experts = AdapterExperts(load_experts(cfg, base, list(self.bench.poles)))
+        self.reward = get_reward(cfg, "judge")
+        g = cfg.generate
+        self.sampler = Sampler(g.temperature, g.top_k, g.top_p, g.greedy)
+        self.max_new_tokens = g.max_new_tokens
+        ends = [self.tokenizer.convert_tokens_to_ids(t) for t in SENTENCE_ENDS]
+        self.sentence_ends = {i for i in ends if i is not None and i != self.tokenizer.unk_token_id}
+
+    def encode(self, text: str) -> list[int]:
+        from rlphf_cli.modeling import format_prompt
+
+        return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text)).input_ids
+
+    def text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    def score(self, combination, prompts: list[str], texts: list[str]) -> torch.Tensor:
+        """The judge's score averaged over the combination's poles, per response."""
+        total = torch.zeros(len(texts))
+        for pole in combination:
+            total += torch.tensor(self.reward.score(pole, prompts, texts)) / len(combination)
+        return total
+
+    def mixture(self, combination, weights, prompt_ids, seed: int, max_new_tokens: int | None = None):
+        """Tokens sampled from a fixed-weight mixture of the combination's experts."""
+        generator = torch.Generator(self.device).manual_seed(seed)
+        return decode(
+            self.experts,
+            FixedWeights(torch.tensor([list(weights)] * len(prompt_ids), dtype=torch.float32)),
+            prompt_ids,
+            list(combination),
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            sampler=self.sampler,
+            generator=generator,
+            device=self.device,
+        ).tokens
+
+
+def simplex_grid(k: int, steps: int) -> list[tuple[float, ...]]:
+    """Weight vectors over k experts in multiples of 1/steps."""
+    return [
+        tuple(x / steps for x in w) for w in itertools.product(range(steps + 1), repeat=k) if sum(w) == steps
+    ]
+
+
+def sentence_oracle(mb: MixtureBench, combination, prompts: list[str], seed: int) -> list[str]:
+    """At every sentence boundary keep the next sentence of the expert whose own continuation scores best."""
+    eos = mb.tokenizer.eos_token_id
+    ids = [mb.encode(p) for p in prompts]
+    prefix: list[list[int]] = [[] for _ in prompts]
+    open_rows = list(range(len(prompts)))
+    for boundary in range(mb.max_new_tokens):
+        if not open_rows:
+            break
+        budget = mb.max_new_tokens - min(len(prefix[i]) for i in open_rows)
+        continuations = []
+        for k in range(len(combination)):
+            one_hot = [float(j == k) for j in range(len(combination))]
+            continuations.append(
+                mb.mixture(
+                    combination, one_hot, [ids[i] + prefix[i] for i in open_rows], seed + boundary, budget
+                )
+            )
+        scores = torch.stack(
+            [
+                mb.score(
+                    combination,
+                    [prompts[i] for i in open_rows],
+                    [mb.text(prefix[i] + c[j]) for j, i in enumerate(open_rows)],
+                )
+                for c in continuations
+            ]
+        )
+        still_open = []
+        for j, i in enumerate(open_rows):
+            best = continuations[int(scores[:, j].argmax())][j]
+            cut = next(
+                (t + 1 for t, tok in enumerate(best) if tok in mb.sentence_ends or tok == eos), len(best)
+            )
+            if best[cut : cut + 1] == [eos]:  # a sentence that ends the response: keep its EOS too
+                cut += 1
+            prefix[i] += best[:cut]
+            room = len(prefix[i]) < mb.max_new_tokens
+            if room and cut < len(best) and (not prefix[i] or prefix[i][-1] != eos):
+                still_open.append(i)
+        open_rows = still_open
+    return [mb.text(p) for p in prefix]
+
+
+def measure_headroom(cfg) -> dict:
+    """Uniform, each expert alone, the best grid mixture and the sentence oracle, per combination."""
+    mb = MixtureBench(cfg)
+    h = cfg.headroom
+    seed = cfg.generate.seed
+    eval_prompts = [p.text for p in mb.bench.eval_prompts()]
+    if h.max_prompts:
+        eval_prompts = eval_prompts[: h.max_prompts]
+    train_prompts = [p.text for p in mb.bench.train_prompts()][
+        :: max(1, len(mb.bench.train_prompts()) // h.grid_prompts)
+    ]
+    train_prompts = train_prompts[: h.grid_prompts]
+    eval_ids = [mb.encode(p) for p in eval_prompts]
+    train_ids = [mb.encode(p) for p in train_prompts]
+    combinations = all_combinations(mb.bench.poles)
+    per_combination = []
+
+    def judged(combination, weights, ids=eval_ids, prompts=eval_prompts) -> dict:
+        texts = [mb.text(t) for t in mb.mixture(combination, weights, ids, seed)]
+        s = mb.score(combination, prompts, texts)
+        return {"score": s.mean().item(), "valid": (s > -1).float().mean().item()}
+
+    bar = tqdm(combinations, desc="headroom", unit="combination")
+    for combination in bar:
+        k = len(combination)
+
+        row = {"combination": ",".join(combination), "uniform": judged(combination, [1 / k] * k)}
+        for j, pole in enumerate(combination):
+            row[f"expert:{pole}"] = judged(combination, [float(i == j) for i in range(k)])
+        grid = {
+            w: judged(combination, w, train_ids, train_prompts)["score"]
+            for w in simplex_grid(k, h.grid_steps)
+        }
+        best = max(grid, key=grid.get)
+        row["best_fixed"] = {**judged(combination, best), "weights": list(best), "train_score": grid[best]}
+        oracle = sentence_oracle(mb, combination, eval_prompts, seed)
+        s = mb.score(combination, eval_prompts, oracle)
+        row["sentence_oracle"] = {"score": s.mean().item(), "valid": (s > -1).float().mean().item()}
+        per_combination.append(row)
+        bar.set_postfix(
+            uniform=f"{row['uniform']['score']:.3f}", oracle=f"{row['sentence_oracle']['score']:.3f}"
+        )
+    return {
+        "eval_prompts": len(eval_prompts),
+        "grid_prompts": len(train_prompts),
+        "grid_steps": h.grid_steps,
+        "decoding": {"temperature": cfg.generate.temperature, "max_new_tokens": mb.max_new_tokens},
+        "mean": {
+            key: sum(r[key]["score"] for r in per_combination) / len(per_combination)
+            for key in ("uniform", "best_fixed", "sentence_oracle")
+        },
+        "combinations": per_combination,
+    }
+
+
+def method_scores(cfg, methods) -> dict[str, dict]:
+    """Mean judge score (over the combination's poles) and valid share of each method's generations."""
+    from rlphf_cli.benchmarks import get_benchmark
+    from rlphf_cli.generations import GenerationsFile
+
+    bench = get_benchmark(cfg.benchmark)
+    if not hasattr(bench, "score"):
+        return {}
+    out = {}
+    for method in methods:
+        gen = GenerationsFile(cfg.run_dir, method)
+        if not gen.is_complete():
+            continue
+        scores = []
+        for r in gen.read():
+            poles = [p.split(":")[0].split("=")[0] for p in r["combination"].split(",")]
+            scores.append(sum(bench.score(p, r["prompt"], r["text"]) for p in poles) / len(poles))
+        if scores:
+            out[method] = {
+                "score": sum(scores) / len(scores),
+                "valid": sum(s > -1 for s in scores) / len(scores),
+                "responses": len(scores),
+            }
+    return out
+
+
+def headroom(cfg) -> Path:
+    art = RunDir(cfg.run_dir).artifact("headroom")
+    if art.is_complete():
+        log.info("headroom already measured in %s; skipping", art.path)
+        return art.path
+    work = art.start()
+    results = measure_headroom(cfg)
+    atomic_write_json(work / "results.json", results)
+    art.commit("headroom", to_dict(cfg), mean=results["mean"])
+    m = results["mean"]
+    log.info(
+        "headroom (mean judge score): uniform %.3f, best fixed mixture %.3f, sentence oracle %.3f",
+        m["uniform"],
+        m["best_fixed"],
+        m["sentence_oracle"],
+    )
+    return art.path
