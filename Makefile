@@ -6,6 +6,7 @@ TORCH_SPEC  ?= torch==2.13.0
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 RUN_DIR     ?= runs/demo
+SEEDS       ?=
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 WANDB_MODE=disabled
 
 .PHONY: install demo test lint bench readme-results clean
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(OFFLINE_ENV) $(BIN)/rlphf pipeline benchmark=synthetic run_dir=$(RUN_DIR)
+	$(OFFLINE_ENV) $(BIN)/rlphf pipeline benchmark=synthetic run_dir=$(RUN_DIR) $(if $(SEEDS),seeds=$(SEEDS))
 
 test: $(STAMP)
 	$(OFFLINE_ENV) $(BIN)/pytest tests

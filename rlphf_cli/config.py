@@ -126,7 +126,9 @@ def _explain(exc: Exception, overrides: list[str]) -> str:
     if m:
         group, option = m.groups()
         return f"unknown {group} {option!r}; valid choices: {', '.join(group_options(group))}"
-    m = re.search(r"Could not override '([\w.]+)'", msg) or re.search(r"Key '[^']+' is not in struct.*?full_key: ([\w.]+)", msg)
+    m = re.search(r"Could not override '([\w.]+)'", msg) or re.search(
+        r"Key '[^']+' is not in struct.*?full_key: ([\w.]+)", msg
+    )
     if m:
         full = m.group(1)
         parent = full.rsplit(".", 1)[0] if "." in full else ""
@@ -134,7 +136,9 @@ def _explain(exc: Exception, overrides: list[str]) -> str:
         keys = _valid_keys(schema, parent) if parent else list(schema.keys())
         where = f" in {parent}" if parent else ""
         return f"unknown config key {full!r}; valid keys{where}: {', '.join(keys)}"
-    m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+).*?full_key: ([\w.]+)", msg)
+    m = re.search(
+        r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+).*?full_key: ([\w.]+)", msg
+    )
     if m:
         value, typ, key = m.groups()
         return f"bad value {value!r} for {key}: expected {typ}"

@@ -54,6 +54,7 @@ STAGES = [
     ("train-expert", "rlphf_cli.training.expert:train_expert"),
     ("headroom", "rlphf_cli.evaluation.headroom:headroom"),
     ("train-pcm", "rlphf_cli.training.pcm:train_pcm"),
+    ("ablation", "rlphf_cli.training.pcm:train_ablation"),
     ("generate", _generate_all),
     ("eval", _evaluate_all),
     ("report", "rlphf_cli.evaluation.report:report"),
@@ -236,9 +237,32 @@ def _pcm_section(run: RunDir) -> list[str]:
             f"({metrics['pcm_minus_uniform']:+.3f}) over {metrics['eval_prompts']} prompts x every combination.",
             "",
         ]
-    for name, value in metrics.get("ablations", {}).items():
-        lines.append(f"- ablation, {name}: {value}")
-    if metrics.get("ablations"):
+    ablations = [f"- {name}: {value}" for name, value in metrics.get("ablations", {}).items()]
+    for other in sorted((run.root / "ablations").glob("pcm-*/manifest.json")):
+        x = json.loads(other.read_text()).get("metrics", {})
+        if "pcm_reward" in x:
+            algo = other.parent.name.removeprefix("pcm-")
+            ablations.append(
+                f"- algorithm: the same PCM trained with {algo.upper()} {x['pcm_reward']:.3f} against "
+                f"{manifest.get('config', {}).get('pcm', {}).get('algo', '?').upper()} {metrics.get('pcm_reward', float('nan')):.3f} "
+                f"(uniform {x['uniform_reward']:.3f})"
+            )
+    if ablations:
+        lines += ["Ablations (held-out mean normalised reward):", "", *ablations, ""]
+    by_role = metrics.get("weight_by_token_role")
+    if by_role:
+        roles = list(next(iter(by_role.values())))
+        lines += [
+            "Mean PCM weight on each dimension's expert by the decision a token makes (held-out prompts; "
+            "uniform would be 0.33 everywhere):",
+            "",
+            "| expert | " + " | ".join(roles) + " |",
+            "|---|" + "---|" * len(roles),
+        ]
+        lines += [
+            f"| {k.replace('_', ' ')} | " + " | ".join(f"{v[r]:.2f}" for r in roles) + " |"
+            for k, v in by_role.items()
+        ]
         lines.append("")
     by_fifth = metrics.get("weight_by_response_fifth")
     if by_fifth:

@@ -86,6 +86,24 @@ def test_mixture_loglik_gradient_matches_finite_differences():
             assert analytic[idx].item() == pytest.approx(numeric[idx].item(), rel=1e-5, abs=1e-8)
 
 
+def test_rows_with_different_combinations_match_their_own_batches():
+    """One batch whose rows mix different experts (a per-row mask) scores each row as its own batch would."""
+    torch.manual_seed(0)
+    experts = ["P1A", "P1B", "P2A", "P2B"]
+    pcm = toy_pcm(poles=experts, experts=experts, dtype=torch.float64)
+    logps = [torch.randn(3, 4, dtype=torch.float64).log_softmax(-1), torch.randn(2, 4, dtype=torch.float64).log_softmax(-1)]
+    combos = [("P1A", "P2B"), ("P1B", "P2A")]
+    prefs = torch.stack([pcm.preference_vector(c, (0.5, 0.5)) for c in combos]).double()
+    mask = torch.tensor([[e in c for e in experts] for c in combos])
+    mixed = Batch(experts, [[4, 5], [6]], [[2, 3, 1], [3, 1]], logps, prefs, mask)
+    together = mixture_logps(pcm, mixed)
+    for i, c in enumerate(combos):
+        cols = [experts.index(e) for e in c]
+        alone = Batch(list(c), [mixed.prompt_ids[i]], [mixed.response_ids[i]], [logps[i][:, cols]], prefs[i])
+        assert together[i].item() == pytest.approx(mixture_logps(pcm, alone).item(), rel=1e-10)
+    assert [b.response_ids for b in mixed.split(1)] == [[[2, 3, 1]], [[3, 1]]]
+
+
 def test_one_hot_pcm_weights_make_the_mixture_that_expert():
     pcm = toy_pcm()
     with torch.no_grad():

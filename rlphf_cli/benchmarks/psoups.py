@@ -26,7 +26,11 @@ def _read_records(path: Path) -> list:
     if not text:
         raise UserError(f"P-Soups data file is empty: {path}")
     try:
-        records = json.loads(text) if text.startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+        records = (
+            json.loads(text)
+            if text.startswith("[")
+            else [json.loads(x) for x in text.splitlines() if x.strip()]
+        )
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON or JSON lines ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(records, list) or not records:
@@ -38,7 +42,11 @@ def load_instructions(path: Path) -> list[Prompt]:
     """Alpaca-style records: the instruction, and its input (if any) on the next line."""
     prompts = []
     for i, rec in enumerate(_read_records(path)):
-        if not isinstance(rec, dict) or not isinstance(rec.get("instruction"), str) or not rec["instruction"].strip():
+        if (
+            not isinstance(rec, dict)
+            or not isinstance(rec.get("instruction"), str)
+            or not rec["instruction"].strip()
+        ):
             raise UserError(f"{path}: record {i} lacks a text field 'instruction'")
         extra = rec.get("input") or ""
         text = rec["instruction"].strip() + (f"\n{extra.strip()}" if str(extra).strip() else "")

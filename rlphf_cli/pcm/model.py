@@ -70,12 +70,21 @@ class PreferenceControlModel(nn.Module):
             )
         return torch.tensor([e in active for e in self.experts])
 
-    def log_weights(self, logits: torch.Tensor, active: list[str]) -> torch.Tensor:
-        """Log-softmax over the active experts only, ordered as `active`: [..., K] -> [..., Ka]."""
-        inactive = ~self.active_mask(active).to(logits.device)
+    def log_weights(
+        self, logits: torch.Tensor, active: list[str], mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Log-softmax over the active experts only, ordered as `active`: [B, ..., K] -> [B, ..., Ka].
+
+        `mask` [B, Ka] narrows each row to some of the active experts (rows of one batch that carry
+        different combinations); the others get weight 0.
+        """
+        self.active_mask(active)  # refuses experts the PCM does not know
         order = [self.experts.index(a) for a in active]
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
-        return logits.masked_fill(inactive, float("-inf")).log_softmax(-1)[..., order]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))[..., order]  # bf16 -> fp32
+        if mask is not None:
+            mask = mask.to(logits.device).view(mask.shape[0], *([1] * (logits.dim() - 2)), mask.shape[-1])
+            logits = logits.masked_fill(~mask, float("-inf"))
+        return logits.log_softmax(-1)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

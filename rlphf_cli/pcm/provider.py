@@ -13,10 +13,11 @@ from rlphf_cli.runs import RunDir
 class PCMWeights:
     """Reads the same tokens as the experts; before every token gives weights over the active experts."""
 
-    def __init__(self, pcm: PreferenceControlModel, preference: torch.Tensor, active: list[str]):
+    def __init__(self, pcm: PreferenceControlModel, preference: torch.Tensor, active: list[str], mask=None):
         self.pcm = pcm
         self.preference = preference  # [B, n_poles]
         self.active = active
+        self.mask = mask  # [B, Ka] or None: which active experts each row mixes (per-row combinations)
         pcm.active_mask(active)  # refuses experts the PCM was not trained with
 
     @torch.no_grad()
@@ -31,7 +32,7 @@ class PCMWeights:
         return self._weights(logits)
 
     def _weights(self, logits):
-        return self.pcm.log_weights(logits[:, -1], self.active).exp()
+        return self.pcm.log_weights(logits[:, -1], self.active, self.mask).exp()
 
 
 class LoadedPCM:

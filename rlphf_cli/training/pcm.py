@@ -34,16 +34,45 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Batch:
-    """Responses sampled under one preference: `group` (>= 2) consecutive responses per prompt."""
+    """Sampled responses, `group` (>= 2) consecutive ones per prompt and preference.
 
-    active: list[str]  # the experts mixed (the combination's poles)
+    Rows may carry different preferences (`preference` [N, n_poles]) and mix different experts of
+    `active` (`mask` [N, Ka]); one preference for every row is `preference` [n_poles] with no mask.
+    """
+
+    active: list[str]  # the experts decoded (every row's mixture is over these, or those its mask allows)
     prompt_ids: list[list[int]]
     response_ids: list[list[int]]
     expert_logps: list[torch.Tensor]  # per response [T, Ka]: each active expert's logp of the chosen token
-    preference: torch.Tensor  # [n_poles]
+    preference: torch.Tensor  # [n_poles] or [N, n_poles]
+    mask: torch.Tensor | None = None  # [N, Ka]: the experts each row mixes (None: all of `active`)
     rewards: torch.Tensor | None = None  # [N], normalised and averaged over the combination's poles
     old_logps: torch.Tensor | None = None  # [N] mixture log-likelihood under the sampling PCM
     weights: list[torch.Tensor] | None = None  # per response [T, Ka], the weights used while sampling
+
+    def rows_preference(self) -> torch.Tensor:
+        n = len(self.prompt_ids)
+        return self.preference if self.preference.dim() == 2 else self.preference.expand(n, -1)
+
+    def split(self, size: int) -> list[Batch]:
+        """Consecutive slices of `size` rows (keep `size` a multiple of the group), for minibatch updates."""
+        out = []
+        for i in range(0, len(self.prompt_ids), size):
+            rows = slice(i, i + size)
+            out.append(
+                Batch(
+                    self.active,
+                    self.prompt_ids[rows],
+                    self.response_ids[rows],
+                    self.expert_logps[rows],
+                    self.rows_preference()[rows],
+                    None if self.mask is None else self.mask[rows],
+                    None if self.rewards is None else self.rewards[rows],
+                    None if self.old_logps is None else self.old_logps[rows],
+                    None if self.weights is None else self.weights[rows],
+                )
+            )
+        return out
 
 
 # ----- the objective -----
@@ -52,10 +81,9 @@ def mixture_logps(pcm: PreferenceControlModel, batch: Batch) -> torch.Tensor:
     device = batch.preference.device
     seqs = [p + r for p, r in zip(batch.prompt_ids, batch.response_ids, strict=True)]
     ids, mask = left_pad(seqs, 0, device)
-    pref = batch.preference.expand(len(seqs), -1)
-    logits, _ = pcm(ids, mask, pref)  # [N, L, K]
+    logits, _ = pcm(ids, mask, batch.rows_preference())  # [N, L, K]
     plain = pcm.module if hasattr(pcm, "module") else pcm  # under DDP the helpers live on the module
-    log_w = plain.log_weights(logits, batch.active)  # [N, L, Ka]
+    log_w = plain.log_weights(logits, batch.active, batch.mask)  # [N, L, Ka]
     out = []
     width = ids.shape[1]
     for i, r in enumerate(batch.response_ids):
@@ -79,13 +107,19 @@ def rloo_loss(logps, rewards, group: int) -> torch.Tensor:
     return -(advantage.detach() * logps.view(-1, group)).mean()
 
 
-def sample_batch(pcm, experts, prompt_ids, active, preference, *, generator, device, **decode_kw) -> Batch:
-    """Sample one response per prompt row from the PCM-weighted mixture, recording the experts' log-probs."""
-    provider = PCMWeights(pcm, preference.expand(len(prompt_ids), -1), active)
+def sample_batch(
+    pcm, experts, prompt_ids, active, preference, *, mask=None, generator, device, **decode_kw
+) -> Batch:
+    """Sample one response per prompt row from the PCM-weighted mixture, recording the experts' log-probs.
+
+    `preference` is one vector for every row, or one per row with `mask` saying which experts each row mixes.
+    """
+    batch = Batch(active, prompt_ids, [], [], preference, mask)
+    provider = PCMWeights(pcm, batch.rows_preference(), active, mask)
     res = decode(
         experts, provider, prompt_ids, active, generator=generator, record=True, device=device, **decode_kw
     )
-    batch = Batch(active, prompt_ids, res.tokens, res.expert_logps, preference, weights=res.weights)
+    batch.response_ids, batch.expert_logps, batch.weights = res.tokens, res.expert_logps, res.weights
     with torch.no_grad():
         batch.old_logps = mixture_logps(pcm, batch)
     return batch
@@ -169,15 +203,19 @@ class PCMTrainer:
                 out[p.id] = {pole: per_pole[pole][i] for pole in self.poles}
         return out
 
-    def sample(self, pcm, combination, prompts, reference, generator) -> Batch:
+    def sample(self, pcm, chosen: list[tuple[tuple, list]], reference, generator) -> Batch:
+        """One decode for every (combination, prompts) pair: each row mixes its own combination's experts."""
         n = self.p.samples_per_prompt
-        pref = pcm.preference_vector(combination, [1 / len(combination)] * len(combination)).to(self.device)
+        rows = [(combination, p) for combination, prompts in chosen for p in prompts for _ in range(n)]
+        pref = torch.stack([pcm.preference_vector(c, [1 / len(c)] * len(c)) for c, _ in rows])
+        mask = torch.tensor([[pole in c for pole in self.poles] for c, _ in rows])
         batch = sample_batch(
             pcm,
             self.experts,
-            [self.encode(p.text) for p in prompts for _ in range(n)],
-            list(combination),
-            pref,
+            [self.encode(p.text) for _, p in rows],
+            list(self.poles),
+            pref.to(self.device),
+            mask=mask,
             generator=generator,
             device=self.device,
             eos_token_id=self.tokenizer.eos_token_id,
@@ -186,12 +224,15 @@ class PCMTrainer:
             sampler=self.sampler,
         )
         texts = [self.text(t) for t in batch.response_ids]
-        prompt_texts = [p.text for p in prompts for _ in range(n)]
-        batch.rewards = torch.zeros(len(texts))
-        for pole in combination:
-            scores = self.reward.score(pole, prompt_texts, texts)
-            ref = [reference[p.id][pole] for p in prompts for _ in range(n)]
-            batch.rewards += normalised_reward(scores, ref, self.p.bt_scale) / len(combination)
+        batch.rewards = torch.zeros(len(rows))
+        for pole in self.poles:
+            idx = [i for i, (c, _) in enumerate(rows) if pole in c]
+            if not idx:
+                continue
+            scores = self.reward.score(pole, [rows[i][1].text for i in idx], [texts[i] for i in idx])
+            ref = [reference[rows[i][1].id][pole] for i in idx]
+            share = torch.tensor([1 / len(rows[i][0]) for i in idx])
+            batch.rewards[idx] += normalised_reward(scores, ref, self.p.bt_scale) * share
         return batch
 
     def train(self, work: Path) -> dict:
@@ -224,16 +265,12 @@ class PCMTrainer:
         for step in bar:
             generator = torch.Generator(self.device).manual_seed(self.cfg.seed * 100003 + step * 97 + rank)
             plain.eval()
-            batches, pole_rewards, entropies = [], {}, []
-            for combination in self.combinations:
-                batch = self.sample(
-                    plain, combination, rng.sample(train_prompts, p.prompts_per_step), reference, generator
-                )
-                batches.append(batch)
-                w = torch.cat(batch.weights)
-                entropies.append(-(w * w.clamp_min(1e-9).log()).sum(-1).mean().item())
-                for pole in combination:
-                    pole_rewards.setdefault(pole, []).append(batch.rewards.mean().item())
+            chosen = [(c, rng.sample(train_prompts, p.prompts_per_step)) for c in self.combinations]
+            sampled = self.sample(plain, chosen, reference, generator)
+            per_combination = p.prompts_per_step * p.samples_per_prompt
+            batches = sampled.split(
+                per_combination
+            )  # one minibatch per combination, as many updates as before
             update(
                 pcm,
                 optimizer,
@@ -244,11 +281,18 @@ class PCMTrainer:
                 p.rebel_eta,
                 self.accelerator.backward,
             )
+            w = torch.cat(sampled.weights)
+            pole_rewards = {
+                pole: [
+                    b.rewards.mean().item() for (c, _), b in zip(chosen, batches, strict=True) if pole in c
+                ]
+                for pole in self.poles
+            }
             metrics = {
                 "step": step + 1,
-                "reward": sum(b.rewards.mean().item() for b in batches) / len(batches),
-                "weight_entropy": sum(entropies) / len(entropies),
-                **{f"reward/{pole}": sum(v) / len(v) for pole, v in pole_rewards.items()},
+                "reward": sampled.rewards.mean().item(),
+                "weight_entropy": -(w * w.clamp_min(1e-9).log()).sum(-1).mean().item(),
+                **{f"reward/{pole}": sum(v) / len(v) for pole, v in pole_rewards.items() if v},
             }
             history.append(metrics)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", entropy=f"{metrics['weight_entropy']:.3f}")
@@ -276,6 +320,17 @@ class PCMTrainer:
         return state["step"]
 
 
+ROLES = ("first token", "after a sentence end", "inside a sentence")
+
+
+def token_role(tokens: list[int], t: int, sentence_ends: set[int]) -> int:
+    """Which decision the weights before token t steer: the response's opening, what follows a finished
+    sentence (another sentence, a closer, or the end), or a word inside a sentence."""
+    if t == 0:
+        return 0
+    return 1 if tokens[t - 1] in sentence_ends else 2
+
+
 def compare_with_uniform(
     trainer: PCMTrainer, pcm: PreferenceControlModel, n_prompts: int, seed: int, work: Path
 ) -> dict:
@@ -290,6 +345,11 @@ def compare_with_uniform(
     totals: dict[str, list[float]] = {"pcm": [], "uniform": [], "pcm_log_mixing": []}
     by_fifth = torch.zeros(len(dims), 5)
     counts = torch.zeros(len(dims), 5)
+    by_role = torch.zeros(len(dims), len(ROLES))
+    role_counts = torch.zeros(len(dims), len(ROLES))
+    ends = {trainer.tokenizer.convert_tokens_to_ids(t) for t in (".", "!", "?")} - {
+        trainer.tokenizer.unk_token_id
+    }
     examples = []
     pcm.eval()
     ids = [trainer.encode(p.text) for p in prompts]
@@ -314,14 +374,18 @@ def compare_with_uniform(
             totals[method] += reward.tolist()
             if method != "pcm":
                 continue
-            for w in res.weights:  # where in a response each dimension's expert carries weight
+            for w, tokens in zip(res.weights, res.tokens, strict=True):  # where each expert carries weight
                 fifth = (torch.arange(len(w)) * 5 // max(len(w), 1)).clamp(max=4)
+                role = torch.tensor([token_role(tokens, t, ends) for t in range(len(w))])
                 for j, pole in enumerate(combination):
                     d = dims.index(POLES[pole].dimension)
                     for f in range(5):
                         if (fifth == f).any():
                             by_fifth[d, f] += w[fifth == f, j].mean()
                             counts[d, f] += 1
+                    for r in range(len(ROLES)):
+                        by_role[d, r] += w[role == r, j].sum()
+                        role_counts[d, r] += (role == r).sum()
             tokens = trainer.tokenizer.convert_ids_to_tokens(res.tokens[0])
             examples.append({"combination": list(combination), "tokens": tokens, "weights": res.weights[0]})
     mean = {m: sum(v) / len(v) for m, v in totals.items()}
@@ -335,6 +399,16 @@ def compare_with_uniform(
             "mixing": f"PCM weights mixed in probability space {mean['pcm']:.3f}, in log space {mean['pcm_log_mixing']:.3f} "
             "(held-out mean normalised reward)"
         },
+        "weight_by_token_role": {
+            f"expert_of_dimension_{d}": dict(
+                zip(
+                    ROLES,
+                    [round(x, 3) for x in (by_role[i] / role_counts[i].clamp_min(1)).tolist()],
+                    strict=True,
+                )
+            )
+            for i, d in enumerate(dims)
+        },
         "weight_by_response_fifth": {
             f"expert_of_dimension_{d}": [round(x, 3) for x in (by_fifth[i] / counts[i].clamp_min(1)).tolist()]
             for i, d in enumerate(dims)
@@ -342,9 +416,10 @@ def compare_with_uniform(
     }
 
 
-def train_pcm(cfg) -> Path:
+def train_pcm(cfg, name: str = "pcm") -> Path:
+    """Train the PCM into `<run_dir>/<name>` (the ablation trains its other-algorithm PCM beside it)."""
     validate.check_pcm(cfg)
-    art = RunDir(cfg.run_dir).artifact("pcm")
+    art = RunDir(cfg.run_dir).artifact(name)
     if art.is_complete():
         log.info("PCM already complete in %s; skipping", art.path)
         return art.path
@@ -368,3 +443,15 @@ def train_pcm(cfg) -> Path:
     art.commit("pcm", to_dict(cfg), experts=pcm.experts, poles=pcm.poles, metrics=metrics, history=history)
     log.info("PCM saved to %s", art.path)
     return art.path
+
+
+def train_ablation(cfg) -> Path | None:
+    """The PCM paper's algorithm ablation: the same PCM trained with the other algorithm (REBEL <-> RLOO),
+    same budget and samples, in `<run_dir>/ablations/pcm-<algo>`; off with `pcm.ablation=false`."""
+    if not cfg.pcm.ablation:
+        return None
+    from omegaconf import OmegaConf
+
+    other = "rloo" if cfg.pcm.algo == "rebel" else "rebel"
+    change = {"algo": other, "samples_per_prompt": 2 if other == "rebel" else cfg.pcm.samples_per_prompt}
+    return train_pcm(OmegaConf.merge(cfg, {"pcm": change}), f"ablations/pcm-{other}")

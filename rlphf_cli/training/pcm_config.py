@@ -30,4 +30,5 @@ class PCMConfig:
     max_new_tokens: int = 96
     temperature: float = II("generate.temperature")  # sample as the evaluation decodes
     save_steps: int = 20
+    ablation: bool = True  # pipeline: also train the PCM with the other algorithm (REBEL <-> RLOO) to compare
     eval_prompts: int = 48  # held-out prompts for the closing PCM-vs-uniform comparison (0: skip)
