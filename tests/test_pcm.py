@@ -1,5 +1,6 @@
 """The Preference Control Model: gradients, REBEL, routing on a toy, saving, and the CLI's errors."""
 
+import math
 import subprocess
 import sys
 
@@ -68,7 +69,12 @@ def test_mixture_loglik_gradient_matches_finite_differences():
     pcm = toy_pcm(dtype=torch.float64)
     expert_logps = [torch.randn(3, 2, dtype=torch.float64).log_softmax(-1) - 1.0, torch.randn(2, 2, dtype=torch.float64) - 2.0]
     batch = Batch(["P1A", "P1B"], [[4, 5], [6]], [[2, 3, 1], [3, 1]], expert_logps, torch.tensor([1.0, 0.0], dtype=torch.float64))
-    # by hand for response 0: sum_t logsumexp(log w_t + logp_t)
+    with torch.no_grad():  # by hand: a zero head gives weights 1/2 each, so sum_t log((p1_t + p2_t) / 2)
+        saved = pcm.head.weight.clone()
+        pcm.head.weight.zero_()
+        by_hand = [sum(math.log((lp[t].exp().sum() / 2).item()) for t in range(len(lp))) for lp in expert_logps]
+        assert mixture_logps(pcm, batch).tolist() == pytest.approx(by_hand, rel=1e-12)
+        pcm.head.weight.copy_(saved)
     loss = mixture_logps(pcm, batch).sum()
     loss.backward()
     param = pcm.head.weight

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rlphf_cli.benchmarks.base import Prompt
 from rlphf_cli.errors import UserError
+from rlphf_cli.runs import read_jsonl
 
 TRAIN_FILE = "alpaca_gpt4_10k.json"
 EVAL_FILE = "koala_eval_50.json"
@@ -25,14 +26,13 @@ def _read_records(path: Path) -> list:
     text = path.read_text(encoding="utf-8").strip()
     if not text:
         raise UserError(f"P-Soups data file is empty: {path}")
-    try:
-        records = (
-            json.loads(text)
-            if text.startswith("[")
-            else [json.loads(x) for x in text.splitlines() if x.strip()]
-        )
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON or JSON lines ({exc.msg}, line {exc.lineno})") from None
+    if not text.startswith("["):
+        records = read_jsonl(path)  # split on "\n" only: U+2028 and the like are text inside a line
+    else:
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON or JSON lines ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(records, list) or not records:
         raise UserError(f"{path}: expected a non-empty list of records")
     return records

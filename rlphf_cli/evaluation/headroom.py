@@ -37,12 +37,11 @@ class MixtureBench:
     """The run's experts on one base, the tokenizer, the judge and the evaluation's sampler."""
 
     def __init__(self, cfg):
+        from rlphf_cli.adapters import base_model_path, load_experts
         from rlphf_cli.benchmarks import get_benchmark
         from rlphf_cli.decoding.engine import AdapterExperts
-        from rlphf_cli.decoding.generate import load_experts
         from rlphf_cli.modeling import load_causal_lm, load_tokenizer, resolve_device
         from rlphf_cli.rewards import get_reward
-        from rlphf_cli.training.common import base_model_path
 
         self.cfg = cfg
         self.bench = get_benchmark(cfg.benchmark)
