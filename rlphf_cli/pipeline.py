@@ -88,7 +88,8 @@ def pipeline(cfg) -> Path:
         run_pipeline(OmegaConf.merge(cfg, {"run_dir": str(root / f"seed{seed}"), "seed": seed, "seeds": ""}))
     from rlphf_cli.evaluation.seeds import aggregate_markdown
 
-    text = aggregate_markdown([root / f"seed{seed}" for seed in seeds])
+    runs = [root / f"seed{seed}" for seed in seeds]
+    text = aggregate_markdown(runs) + "\n" + "\n".join(seeds_section(runs, cfg)) + "\n"
     path = root / "summary.md"
     atomic_write_text(path, text)
     console.rule(f"[bold]summary over {len(seeds)} seeds")
@@ -179,23 +180,24 @@ def _mixtures_section(run: RunDir, cfg) -> list[str]:
     """Every method's mean judge score beside the headroom references (the best fixed mixture, the oracle)."""
     from rlphf_cli.evaluation.headroom import method_scores
 
-    scores = method_scores(cfg, METHODS)
     headroom = run.root / "headroom" / "results.json"
-    if not scores and not headroom.is_file():
+    h = json.loads(headroom.read_text()) if headroom.is_file() else None
+    scores = method_scores(cfg, METHODS, set(h["prompt_ids"]) if h else None)
+    if not scores and h is None:
         return []
     lines = [
         "## Mixtures under the benchmark judge (mean score over the combination's poles, held-out prompts)",
         "",
         "An invalid response scores -1 on every pole. The best fixed mixture is chosen per combination on "
         "training prompts from a grid; the sentence oracle switches experts at sentence boundaries using the "
-        "judges themselves (an upper reference, not a method).",
+        "judges themselves (an upper reference, not a method). Every row is on the same "
+        f"{len(h['prompt_ids']) if h else 'held-out'} prompts x every combination.",
         "",
         "| method | mean judge score | valid % |",
         "|---|---|---|",
     ]
     lines += [f"| {m} | {x['score']:.3f} | {_pct(x['valid'])} |" for m, x in scores.items()]
-    if headroom.is_file():
-        h = json.loads(headroom.read_text())
+    if h is not None:
         for key, label in (
             ("best_fixed", "best fixed mixture (grid)"),
             ("sentence_oracle", "sentence oracle"),
@@ -280,3 +282,68 @@ def _pcm_section(run: RunDir) -> list[str]:
     if (pcm.path / "token_weights.png").is_file():
         lines += ["Weights token by token, one response per combination: `pcm/token_weights.png`.", ""]
     return lines
+
+
+def seeds_section(runs: list[Path], cfg) -> list[str]:
+    """The mixtures, the headroom and the PCM's figures over seeds: mean ± sd (min–max) n."""
+    from omegaconf import OmegaConf
+
+    from rlphf_cli.evaluation.headroom import method_scores
+    from rlphf_cli.evaluation.seeds import spread
+
+    def number(x: float) -> str:
+        return f"{x:.3f}"
+
+    rows: dict[str, list[float | None]] = {}
+    for i, run in enumerate(runs):
+        headroom = run / "headroom" / "results.json"
+        h = json.loads(headroom.read_text()) if headroom.is_file() else None
+        scores = method_scores(
+            OmegaConf.merge(cfg, {"run_dir": str(run)}), METHODS, set(h["prompt_ids"]) if h else None
+        )
+        values = {m: x["score"] for m, x in scores.items()}
+        if h is not None:
+            values |= {
+                "best fixed mixture (grid)": h["mean"]["best_fixed"],
+                "sentence oracle": h["mean"]["sentence_oracle"],
+            }
+        pcm = RunDir(run).artifact("pcm")
+        metrics = pcm.manifest().get("metrics", {}) if pcm.is_complete() else {}
+        for key, label in (
+            ("pcm_reward", "PCM held-out normalised reward"),
+            ("uniform_reward", "uniform held-out normalised reward"),
+            ("pcm_log_mixing_reward", "PCM weights in log space (ablation)"),
+        ):
+            if key in metrics:
+                values[label] = metrics[key]
+        for other in sorted((run / "ablations").glob("pcm-*/manifest.json")):
+            x = json.loads(other.read_text()).get("metrics", {})
+            if "pcm_reward" in x:
+                values[f"PCM trained with {other.parent.name.removeprefix('pcm-').upper()} (ablation)"] = x[
+                    "pcm_reward"
+                ]
+        for role, by_dim in _role_rows(metrics).items():
+            values[role] = by_dim
+        for key, value in values.items():
+            rows.setdefault(key, [None] * len(runs))[i] = value
+    if not rows:
+        return []
+    lines = [
+        "## Mixtures, headroom and the PCM over seeds (benchmark judge; mean ± sd (min–max) n)",
+        "",
+        "Mean judge scores over the combination's poles on the headroom stage's prompts; normalised rewards from "
+        "train-pcm's held-out comparison; PCM weights by the decision a token makes.",
+        "",
+        "| figure | over seeds |",
+        "|---|---|",
+    ]
+    lines += [f"| {key} | {spread(values, number)} |" for key, values in rows.items()]
+    return [*lines, ""]
+
+
+def _role_rows(metrics: dict) -> dict[str, float]:
+    return {
+        f"PCM weight, {dim.removeprefix('expert_of_dimension_')} expert, {role}": w
+        for dim, by_role in metrics.get("weight_by_token_role", {}).items()
+        for role, w in by_role.items()
+    }

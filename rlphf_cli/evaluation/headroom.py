@@ -149,9 +149,8 @@ def measure_headroom(cfg) -> dict:
     mb = MixtureBench(cfg)
     h = cfg.headroom
     seed = cfg.generate.seed
-    eval_prompts = [p.text for p in mb.bench.eval_prompts()]
-    if h.max_prompts:
-        eval_prompts = eval_prompts[: h.max_prompts]
+    held_out = mb.bench.eval_prompts()[: h.max_prompts or None]
+    eval_prompts = [p.text for p in held_out]
     train_prompts = [p.text for p in mb.bench.train_prompts()][
         :: max(1, len(mb.bench.train_prompts()) // h.grid_prompts)
     ]
@@ -188,6 +187,7 @@ def measure_headroom(cfg) -> dict:
         )
     return {
         "eval_prompts": len(eval_prompts),
+        "prompt_ids": [p.id for p in held_out],
         "grid_prompts": len(train_prompts),
         "grid_steps": h.grid_steps,
         "decoding": {"temperature": cfg.generate.temperature, "max_new_tokens": mb.max_new_tokens},
@@ -199,8 +199,9 @@ def measure_headroom(cfg) -> dict:
     }
 
 
-def method_scores(cfg, methods) -> dict[str, dict]:
-    """Mean judge score (over the combination's poles) and valid share of each method's generations."""
+def method_scores(cfg, methods, prompt_ids=None) -> dict[str, dict]:
+    """Mean judge score (over the combination's poles) and valid share of each method's generations
+    (on `prompt_ids` only, when given)."""
     from rlphf_cli.benchmarks import get_benchmark
     from rlphf_cli.generations import GenerationsFile
 
@@ -214,6 +215,8 @@ def method_scores(cfg, methods) -> dict[str, dict]:
             continue
         scores = []
         for r in gen.read():
+            if prompt_ids is not None and r["prompt_id"] not in prompt_ids:
+                continue
             poles = [p.split(":")[0].split("=")[0] for p in r["combination"].split(",")]
             scores.append(sum(bench.score(p, r["prompt"], r["text"]) for p in poles) / len(poles))
         if scores:

@@ -49,15 +49,16 @@ def mean_sd(values: list[float]) -> tuple[float, float | None, float, float]:
     return statistics.fmean(values), sd, min(values), max(values)
 
 
-def spread(values: list[float | None]) -> str:
-    """Rates (fractions) over seeds as `61.2 ± 2.1 (58.9–63.4) n=3`, in %; seeds without a value left out."""
+def spread(values: list[float | None], fmt=pct) -> str:
+    """Rates (fractions) over seeds as `61.2 ± 2.1 (58.9–63.4) n=3`, in % (or as `fmt` writes a number);
+    seeds without a value left out."""
     present = [v for v in values if v is not None]
     if not present:
         return "—"
     mean, sd, lo, hi = mean_sd(present)
     if sd is None:
-        return f"{pct(mean)} n=1"
-    return f"{pct(mean)} ± {pct(sd)} ({pct(lo)}–{pct(hi)}) n={len(present)}"
+        return f"{fmt(mean)} n=1"
+    return f"{fmt(mean)} ± {fmt(sd)} ({fmt(lo)}–{fmt(hi)}) n={len(present)}"
 
 
 def marks(summaries: list[Summary]) -> str:

@@ -395,6 +395,7 @@ def compare_with_uniform(
         "pcm_reward": round(mean["pcm"], 4),
         "uniform_reward": round(mean["uniform"], 4),
         "pcm_minus_uniform": round(mean["pcm"] - mean["uniform"], 4),
+        "pcm_log_mixing_reward": round(mean["pcm_log_mixing"], 4),
         "ablations": {
             "mixing": f"PCM weights mixed in probability space {mean['pcm']:.3f}, in log space {mean['pcm_log_mixing']:.3f} "
             "(held-out mean normalised reward)"
