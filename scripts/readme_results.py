@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Copy a pipeline run's summary (written by `rlphf pipeline`) into README.md's results section.
 
-    python scripts/readme_results.py runs/demo
+python scripts/readme_results.py runs/demo
 """
 
 import sys

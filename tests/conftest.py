@@ -21,7 +21,11 @@ _real_connect = socket.socket.connect
 
 def _guarded_connect(self, address):
     host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and not host.startswith(_LOOPBACK) and self.family in (socket.AF_INET, socket.AF_INET6):
+    if (
+        isinstance(host, str)
+        and not host.startswith(_LOOPBACK)
+        and self.family in (socket.AF_INET, socket.AF_INET6)
+    ):
         raise RuntimeError(f"test tried to open a network connection to {address!r}; tests must run offline")
     return _real_connect(self, address)
 
@@ -53,8 +57,14 @@ def make_random_expert_run(run_dir, poles=("P1A", "P1B", "P2A", "P2B", "P3A", "P
     from rlphf_cli.modeling import build_tiny_model, build_tokenizer
     from rlphf_cli.runs import RunDir
 
-    cfg = compose([f"run_dir={run_dir}", "model.hidden_size=32", "model.intermediate_size=64",
-                   "model.num_hidden_layers=2"])
+    cfg = compose(
+        [
+            f"run_dir={run_dir}",
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.num_hidden_layers=2",
+        ]
+    )
     run = RunDir(run_dir)
     tokenizer = build_tokenizer(get_benchmark(cfg.benchmark).vocabulary_text())
     base = build_tiny_model(cfg.model, tokenizer, seed)
@@ -64,8 +74,10 @@ def make_random_expert_run(run_dir, poles=("P1A", "P1B", "P2A", "P2B", "P3A", "P
     art.commit("base", None, source=None)
     gen = torch.Generator().manual_seed(seed)
     for pole in poles:
-        model = get_peft_model(build_tiny_model(cfg.model, tokenizer, seed),
-                               LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+        model = get_peft_model(
+            build_tiny_model(cfg.model, tokenizer, seed),
+            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+        )
         for n, p in model.named_parameters():
             if "lora_" in n:
                 p.data.copy_(torch.randn(p.shape, generator=gen) * 0.5)

@@ -43,8 +43,13 @@ class FakeMixtureBench:
     def score(self, combination, prompts, texts):
         def one(text):
             words = [w for w in text.split() if w != "."]
-            return float(sum(value for i, (w, value) in enumerate(zip(words, (3, 1, 1)))
-                             if w == ("w10" if i == 0 else "w11")))
+            return float(
+                sum(
+                    value
+                    for i, (w, value) in enumerate(zip(words, (3, 1, 1)))
+                    if w == ("w10" if i == 0 else "w11")
+                )
+            )
 
         return torch.tensor([one(t) for t in texts])
 
@@ -54,7 +59,10 @@ def test_sentence_oracle_switches_experts_at_every_boundary():
     texts = sentence_oracle(mb, ("P1A", "P2A"), ["q1", "q2"], seed=0)
     assert texts == ["w10 . w11 . w11 ."] * 2  # expert 0, then 1: neither expert alone writes this
     assert mb.score(None, None, texts).tolist() == [5.0, 5.0]
-    alone = [mb.text(mb.mixture(None, [1.0, 0.0], [[5]], 0)[0]), mb.text(mb.mixture(None, [0.0, 1.0], [[5]], 0)[0])]
+    alone = [
+        mb.text(mb.mixture(None, [1.0, 0.0], [[5]], 0)[0]),
+        mb.text(mb.mixture(None, [0.0, 1.0], [[5]], 0)[0]),
+    ]
     assert mb.score(None, None, alone).tolist() == [3.0, 2.0]
 
 

@@ -26,7 +26,14 @@ VOCAB, EOS, PAD = 8, 1, 0
 
 
 def toy_pcm(poles=("P1A", "P1B"), experts=("P1A", "P1B"), seed=0, dtype=torch.float32):
-    cfg = compose(["pcm.hidden_size=16", "pcm.intermediate_size=32", "pcm.num_hidden_layers=1", "pcm.num_attention_heads=2"])
+    cfg = compose(
+        [
+            "pcm.hidden_size=16",
+            "pcm.intermediate_size=32",
+            "pcm.num_hidden_layers=1",
+            "pcm.num_attention_heads=2",
+        ]
+    )
     pcm = build_pcm(cfg.pcm, VOCAB, PAD, list(poles), list(experts), seed)
     torch.nn.init.normal_(pcm.head.weight, std=0.5)  # a non-trivial starting point
     return pcm.to(dtype)
@@ -61,18 +68,31 @@ def test_rebel_loss_by_hand():
     # pair 1: ((0.5 - (-1.0)) / 2 - 0.7)^2 = (0.75 - 0.7)^2 = 0.0025 ; pair 2: ((0 - 0.5)/2 - (-0.2))^2 = 0.0025
     assert rebel_loss(logps, old, rewards, group=2, eta=2.0).item() == pytest.approx(0.0025)
     # RLOO with two responses: advantages are +-(r1 - r2)
-    assert rloo_loss(logps, rewards, group=2).item() == pytest.approx(-(0.7 * -3 + -0.7 * -5 + -0.2 * -2 + 0.2 * -2.5) / 4)
+    assert rloo_loss(logps, rewards, group=2).item() == pytest.approx(
+        -(0.7 * -3 + -0.7 * -5 + -0.2 * -2 + 0.2 * -2.5) / 4
+    )
 
 
 def test_mixture_loglik_gradient_matches_finite_differences():
     torch.manual_seed(0)
     pcm = toy_pcm(dtype=torch.float64)
-    expert_logps = [torch.randn(3, 2, dtype=torch.float64).log_softmax(-1) - 1.0, torch.randn(2, 2, dtype=torch.float64) - 2.0]
-    batch = Batch(["P1A", "P1B"], [[4, 5], [6]], [[2, 3, 1], [3, 1]], expert_logps, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    expert_logps = [
+        torch.randn(3, 2, dtype=torch.float64).log_softmax(-1) - 1.0,
+        torch.randn(2, 2, dtype=torch.float64) - 2.0,
+    ]
+    batch = Batch(
+        ["P1A", "P1B"],
+        [[4, 5], [6]],
+        [[2, 3, 1], [3, 1]],
+        expert_logps,
+        torch.tensor([1.0, 0.0], dtype=torch.float64),
+    )
     with torch.no_grad():  # by hand: a zero head gives weights 1/2 each, so sum_t log((p1_t + p2_t) / 2)
         saved = pcm.head.weight.clone()
         pcm.head.weight.zero_()
-        by_hand = [sum(math.log((lp[t].exp().sum() / 2).item()) for t in range(len(lp))) for lp in expert_logps]
+        by_hand = [
+            sum(math.log((lp[t].exp().sum() / 2).item()) for t in range(len(lp))) for lp in expert_logps
+        ]
         assert mixture_logps(pcm, batch).tolist() == pytest.approx(by_hand, rel=1e-12)
         pcm.head.weight.copy_(saved)
     loss = mixture_logps(pcm, batch).sum()
@@ -97,7 +117,10 @@ def test_rows_with_different_combinations_match_their_own_batches():
     torch.manual_seed(0)
     experts = ["P1A", "P1B", "P2A", "P2B"]
     pcm = toy_pcm(poles=experts, experts=experts, dtype=torch.float64)
-    logps = [torch.randn(3, 4, dtype=torch.float64).log_softmax(-1), torch.randn(2, 4, dtype=torch.float64).log_softmax(-1)]
+    logps = [
+        torch.randn(3, 4, dtype=torch.float64).log_softmax(-1),
+        torch.randn(2, 4, dtype=torch.float64).log_softmax(-1),
+    ]
     combos = [("P1A", "P2B"), ("P1B", "P2A")]
     prefs = torch.stack([pcm.preference_vector(c, (0.5, 0.5)) for c in combos]).double()
     mask = torch.tensor([[e in c for e in experts] for c in combos])
@@ -115,7 +138,13 @@ def test_one_hot_pcm_weights_make_the_mixture_that_expert():
     with torch.no_grad():
         pcm.head.weight.zero_()
         pcm.head.bias.copy_(torch.tensor([30.0, -30.0]))
-    b = Batch(["P1A", "P1B"], [[4]], [[2, 2, 1]], [torch.tensor([[-0.1, -3.0], [-0.1, -3.0], [-2.0, -1.0]])], torch.tensor([1.0, 0.0]))
+    b = Batch(
+        ["P1A", "P1B"],
+        [[4]],
+        [[2, 2, 1]],
+        [torch.tensor([[-0.1, -3.0], [-0.1, -3.0], [-2.0, -1.0]])],
+        torch.tensor([1.0, 0.0]),
+    )
     assert mixture_logps(pcm, b).item() == pytest.approx(-0.1 - 0.1 - 2.0, abs=1e-5)
 
 
@@ -130,14 +159,47 @@ def test_pcm_learns_to_route_between_two_toy_experts():
     for _ in range(25):
         batches = []
         for name, pref in prefs.items():
-            batch = sample_batch(pcm, experts, [[4, 5]] * 16, ["P1A", "P1B"], pref, generator=gen, device="cpu",
-                                 eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=6, sampler=Sampler())
-            batch.rewards = torch.tensor([sum(t == wanted[name] for t in r) / len(r) for r in batch.response_ids])
+            batch = sample_batch(
+                pcm,
+                experts,
+                [[4, 5]] * 16,
+                ["P1A", "P1B"],
+                pref,
+                generator=gen,
+                device="cpu",
+                eos_token_id=EOS,
+                pad_token_id=PAD,
+                max_new_tokens=6,
+                sampler=Sampler(),
+            )
+            batch.rewards = torch.tensor(
+                [sum(t == wanted[name] for t in r) / len(r) for r in batch.response_ids]
+            )
             batches.append(batch)
-        update(pcm, optimizer, batches, "rebel", epochs=2, group=2, eta=1.0, backward=lambda loss: loss.backward())
+        update(
+            pcm,
+            optimizer,
+            batches,
+            "rebel",
+            epochs=2,
+            group=2,
+            eta=1.0,
+            backward=lambda loss: loss.backward(),
+        )
     for name, pref in prefs.items():
-        batch = sample_batch(pcm, experts, [[4, 5]] * 8, ["P1A", "P1B"], pref, generator=gen, device="cpu",
-                             eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=6, sampler=Sampler())
+        batch = sample_batch(
+            pcm,
+            experts,
+            [[4, 5]] * 8,
+            ["P1A", "P1B"],
+            pref,
+            generator=gen,
+            device="cpu",
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+            max_new_tokens=6,
+            sampler=Sampler(),
+        )
         right = 0 if name == "A" else 1
         mean_weight = torch.cat(batch.weights)[:, right].mean().item()
         assert mean_weight > 0.8, (name, mean_weight)
@@ -154,21 +216,53 @@ def test_pcm_learns_position_dependent_routing():
     only one that switches experts inside the response passes.
     """
     torch.manual_seed(0)
-    cfg = compose(["pcm.hidden_size=32", "pcm.intermediate_size=64", "pcm.num_hidden_layers=2", "pcm.num_attention_heads=2"])
+    cfg = compose(
+        [
+            "pcm.hidden_size=32",
+            "pcm.intermediate_size=64",
+            "pcm.num_hidden_layers=2",
+            "pcm.num_attention_heads=2",
+        ]
+    )
     pcm = build_pcm(cfg.pcm, VOCAB, PAD, ["P1A", "P1B"], ["P1A", "P1B"], 0)
     optimizer = torch.optim.AdamW(pcm.parameters(), lr=3e-3)
     pref, switch, length = torch.tensor([0.5, 0.5]), 3, 6
     gen = torch.Generator().manual_seed(0)
 
     def sample(n):
-        return sample_batch(pcm, PositionalToyExperts(), [[4, 5]] * n, ["P1A", "P1B"], pref, generator=gen, device="cpu",
-                            eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=length, sampler=Sampler())
+        return sample_batch(
+            pcm,
+            PositionalToyExperts(),
+            [[4, 5]] * n,
+            ["P1A", "P1B"],
+            pref,
+            generator=gen,
+            device="cpu",
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+            max_new_tokens=length,
+            sampler=Sampler(),
+        )
 
     for _ in range(70):
         batch = sample(32)
-        batch.rewards = torch.tensor([sum(t == (2 if i < switch else 3) for i, t in enumerate(r)) / length
-                                      for r in batch.response_ids], dtype=torch.float32)
-        update(pcm, optimizer, [batch], "rebel", epochs=2, group=2, eta=1.0, backward=lambda loss: loss.backward())
+        batch.rewards = torch.tensor(
+            [
+                sum(t == (2 if i < switch else 3) for i, t in enumerate(r)) / length
+                for r in batch.response_ids
+            ],
+            dtype=torch.float32,
+        )
+        update(
+            pcm,
+            optimizer,
+            [batch],
+            "rebel",
+            epochs=2,
+            group=2,
+            eta=1.0,
+            backward=lambda loss: loss.backward(),
+        )
     weights = torch.stack([w for w in sample(64).weights if len(w) == length])  # [N, T, 2]
     on_first = weights[:, :switch, 0].mean(0)  # P1A's weight at each of the first three positions
     on_rest = weights[:, switch:, 1].mean(0)  # P1B's weight at each of the last three
@@ -182,7 +276,9 @@ def test_save_load_roundtrip_and_expert_set_check(tmp_path):
     ids, mask = torch.tensor([[3, 4, 5]]), torch.ones(1, 3, dtype=torch.long)
     pref = torch.tensor([[0.5, 0.0, 0.5]])
     torch.testing.assert_close(pcm(ids, mask, pref)[0], again(ids, mask, pref)[0])
-    with pytest.raises(UserError, match=r"trained for experts \[P1A, P1B, P2A\] \(3\), not \[P1A, P1B\] \(2\)"):
+    with pytest.raises(
+        UserError, match=r"trained for experts \[P1A, P1B, P2A\] \(3\), not \[P1A, P1B\] \(2\)"
+    ):
         PreferenceControlModel.load(tmp_path / "pcm", experts=["P1A", "P1B"])
     with pytest.raises(UserError, match="knows no pole 'P3A'"):
         pcm.preference_vector(("P3A",), (1.0,))
@@ -196,9 +292,20 @@ def random_run(tmp_path_factory):
 
 
 def small_pcm_cfg(run_dir, *more):
-    return compose([f"run_dir={run_dir}", "pcm.steps=2", "pcm.prompts_per_step=1", "pcm.max_new_tokens=6",
-                    "pcm.eval_prompts=2", "pcm.save_steps=1", "model.hidden_size=32", "model.intermediate_size=64",
-                    "model.num_hidden_layers=2", *more])
+    return compose(
+        [
+            f"run_dir={run_dir}",
+            "pcm.steps=2",
+            "pcm.prompts_per_step=1",
+            "pcm.max_new_tokens=6",
+            "pcm.eval_prompts=2",
+            "pcm.save_steps=1",
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.num_hidden_layers=2",
+            *more,
+        ]
+    )
 
 
 def test_train_pcm_saves_a_loadable_model_with_metrics(random_run):
@@ -213,9 +320,17 @@ def test_train_pcm_saves_a_loadable_model_with_metrics(random_run):
     # generate with the PCM
     from rlphf_cli.decoding.generate import ensure_generations
 
-    cfg = compose([f"run_dir={random_run}", "benchmark.max_eval_prompts=2", "generate.max_new_tokens=5",
-                   "generate.preference=P1A,P2B,P3A", "model.hidden_size=32", "model.intermediate_size=64",
-                   "model.num_hidden_layers=2"])
+    cfg = compose(
+        [
+            f"run_dir={random_run}",
+            "benchmark.max_eval_prompts=2",
+            "generate.max_new_tokens=5",
+            "generate.preference=P1A,P2B,P3A",
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.num_hidden_layers=2",
+        ]
+    )
     lines = ensure_generations(cfg, "pcm").read_text().splitlines()
     assert len(lines) == 2
 
@@ -248,13 +363,21 @@ def test_pcm_resumes_from_its_checkpoint(tmp_path):
 
 def test_cli_errors(random_run, tmp_path):
     def rlphf(*args):
-        return subprocess.run([sys.executable, "-m", "rlphf_cli", *args], capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "rlphf_cli", *args], capture_output=True, text=True, timeout=300
+        )
 
     train_pcm(small_pcm_cfg(random_run))  # skipped when already trained
     out = rlphf("train-pcm", f"run_dir={tmp_path}/none")
     assert out.returncode == 2 and "no base model" in out.stderr
     out = rlphf("train-pcm", f"run_dir={random_run}", "pcm.algo=ppo")
     assert out.returncode == 2 and "unknown pcm.algo 'ppo'" in out.stderr
-    out = rlphf("generate", f"run_dir={random_run}", "method=pcm", "preference=P1A,P2B", "generate.max_new_tokens=5",
-                "benchmark.poles=[P1A,P1B,P2A,P2B]")
+    out = rlphf(
+        "generate",
+        f"run_dir={random_run}",
+        "method=pcm",
+        "preference=P1A,P2B",
+        "generate.max_new_tokens=5",
+        "benchmark.poles=[P1A,P1B,P2A,P2B]",
+    )
     assert out.returncode == 2 and "trained for experts" in out.stderr

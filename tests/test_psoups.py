@@ -23,7 +23,11 @@ def write_release(folder, n_train=6, n_eval=3):
     rm.mkdir(exist_ok=True)
     for pole in ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]:
         pairs = [
-            {"user_input": f"tell me about {t}.", "completion_a": f"{t} are simple. hey friend!", "completion_b": f"{t} are complex."}
+            {
+                "user_input": f"tell me about {t}.",
+                "completion_a": f"{t} are simple. hey friend!",
+                "completion_b": f"{t} are complex.",
+            }
             for t in topics
         ]
         (rm / f"{pole}.json").write_text(json.dumps(pairs))
@@ -54,7 +58,10 @@ def test_recipe_sets_the_papers_defaults(tmp_path):
     "mutate,message",
     [
         (lambda d: (d / "koala_eval_50.json").write_text(""), "is empty"),
-        (lambda d: (d / "alpaca_gpt4_10k.json").write_text('[{"input": "x"}]'), "lacks a text field 'instruction'"),
+        (
+            lambda d: (d / "alpaca_gpt4_10k.json").write_text('[{"input": "x"}]'),
+            "lacks a text field 'instruction'",
+        ),
         (lambda d: (d / "koala_eval_50.json").unlink(), "not found"),
     ],
 )

@@ -17,9 +17,17 @@ def test_base_samples_are_valid_and_cover_both_poles_of_every_dimension(base_run
     world = SyntheticWorld()
     prompts = world.prompts("eval") * 2  # two samples per held-out prompt
     ids = [tok(format_prompt(cfg.model.prompt_template, p.text)).input_ids for p in prompts]
-    out = decode(AdapterExperts(model), FixedWeights(torch.ones(len(ids), 1)), ids, [BASE],
-                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_new_tokens=96,
-                 sampler=Sampler(temperature=1.0), generator=torch.Generator().manual_seed(0))
+    out = decode(
+        AdapterExperts(model),
+        FixedWeights(torch.ones(len(ids), 1)),
+        ids,
+        [BASE],
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        max_new_tokens=96,
+        sampler=Sampler(temperature=1.0),
+        generator=torch.Generator().manual_seed(0),
+    )
     texts = [tok.decode(t, skip_special_tokens=True) for t in out.tokens]
     parsed = [world.parse(p.text, t) for p, t in zip(prompts, texts)]
     valid = [p for p in parsed if p.valid]

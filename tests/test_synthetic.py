@@ -48,10 +48,13 @@ def test_judges_score_each_dimension_from_text():
 
     concise = technical
     informative = (
-        technical + " volcanoes sit where tectonic plates meet. volcanoes can erupt explosively and throw ash "
+        technical
+        + " volcanoes sit where tectonic plates meet. volcanoes can erupt explosively and throw ash "
         "into the sky. volcanoes build tall hills over a long time."
     )
-    assert W.compare("P2A", P, concise, informative) == "A" and W.compare("P2B", P, concise, informative) == "B"
+    assert (
+        W.compare("P2A", P, concise, informative) == "A" and W.compare("P2B", P, concise, informative) == "B"
+    )
 
     friendly = "hey friend, great question! " + simple + " hope that helps, have a lovely day!"
     rude = "ugh, fine. " + simple + " now stop asking me."

@@ -164,6 +164,7 @@ class PCMTrainer:
         self.experts = AdapterExperts(load_experts(cfg, base, self.poles))
         self.reward = get_reward(cfg, self.p.reward)
         self.sampler = Sampler(temperature=self.p.temperature)
+        self._references: dict[str, dict[str, float]] = {}  # prompt id -> pole -> the base's greedy score
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text)).input_ids
@@ -188,10 +189,11 @@ class PCMTrainer:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
     def reference_scores(self, prompts: list) -> dict[str, dict[str, float]]:
-        """Each prompt's reference response (the base, greedy) scored on every pole."""
-        out: dict[str, dict[str, float]] = {}
-        for start in range(0, len(prompts), 32):
-            chunk = prompts[start : start + 32]
+        """Each prompt's reference response (the base, greedy) scored on every pole; made when first needed."""
+        out = self._references
+        todo = list({p.id: p for p in prompts if p.id not in out}.values())
+        for start in range(0, len(todo), 32):
+            chunk = todo[start : start + 32]
             ids = [self.encode(p.text) for p in chunk]
             res = self._decode(
                 FixedWeights(torch.ones(len(chunk), 1)), ids, [BASE], None, record=False, greedy=True
@@ -203,10 +205,11 @@ class PCMTrainer:
                 out[p.id] = {pole: per_pole[pole][i] for pole in self.poles}
         return out
 
-    def sample(self, pcm, chosen: list[tuple[tuple, list]], reference, generator) -> Batch:
+    def sample(self, pcm, chosen: list[tuple[tuple, list]], generator) -> Batch:
         """One decode for every (combination, prompts) pair: each row mixes its own combination's experts."""
         n = self.p.samples_per_prompt
         rows = [(combination, p) for combination, prompts in chosen for p in prompts for _ in range(n)]
+        reference = self.reference_scores([p for _, p in rows])
         pref = torch.stack([pcm.preference_vector(c, [1 / len(c)] * len(c)) for c, _ in rows])
         mask = torch.tensor([[pole in c for pole in self.poles] for c, _ in rows])
         batch = sample_batch(
@@ -247,12 +250,7 @@ class PCMTrainer:
         rank = self.accelerator.process_index
         rng = random.Random(self.cfg.seed * 1000 + rank + start)
         train_prompts = self.bench.train_prompts()
-        log.info(
-            "PCM: %.2fM parameters; reference responses for %d prompts",
-            sum(x.numel() for x in plain.parameters()) / 1e6,
-            len(train_prompts),
-        )
-        reference = self.reference_scores(train_prompts)
+        log.info("PCM: %.2fM parameters", sum(x.numel() for x in plain.parameters()) / 1e6)
         tracker = tracking.start(self.cfg, "train-pcm")
         history = []
         bar = tqdm(
@@ -266,11 +264,9 @@ class PCMTrainer:
             generator = torch.Generator(self.device).manual_seed(self.cfg.seed * 100003 + step * 97 + rank)
             plain.eval()
             chosen = [(c, rng.sample(train_prompts, p.prompts_per_step)) for c in self.combinations]
-            sampled = self.sample(plain, chosen, reference, generator)
-            per_combination = p.prompts_per_step * p.samples_per_prompt
-            batches = sampled.split(
-                per_combination
-            )  # one minibatch per combination, as many updates as before
+            sampled = self.sample(plain, chosen, generator)
+            # one minibatch per combination: as many updates per step as when each was decoded on its own
+            batches = sampled.split(p.prompts_per_step * p.samples_per_prompt)
             update(
                 pcm,
                 optimizer,
