@@ -30,9 +30,10 @@ class FakeMixtureBench:
         return " ".join(f"w{t}" if t not in (DOT, EOS) else "." for t in tokens if t != EOS)
 
     def mixture(self, combination, weights, prompt_ids, seed, max_new_tokens=None):
-        k = weights.index(1.0)
+        rows = weights if isinstance(weights[0], list) else [weights] * len(prompt_ids)
         out = []
-        for ids in prompt_ids:
+        for ids, w in zip(prompt_ids, rows):
+            k = w.index(1.0)
             written = (len(ids) - 1) // 2  # sentences already in the prefix
             row = []
             for _ in range(3 - written):

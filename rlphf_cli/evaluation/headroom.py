@@ -77,11 +77,13 @@ class MixtureBench:
         return total
 
     def mixture(self, combination, weights, prompt_ids, seed: int, max_new_tokens: int | None = None):
-        """Tokens sampled from a fixed-weight mixture of the combination's experts."""
+        """Tokens sampled from a fixed-weight mixture of the combination's experts: `weights` one vector for
+        every row, or one per row (a list of vectors)."""
         generator = torch.Generator(self.device).manual_seed(seed)
+        rows = weights if isinstance(weights[0], list | tuple) else [list(weights)] * len(prompt_ids)
         return decode(
             self.experts,
-            FixedWeights(torch.tensor([list(weights)] * len(prompt_ids), dtype=torch.float32)),
+            FixedWeights(torch.tensor(rows, dtype=torch.float32)),
             prompt_ids,
             list(combination),
             eos_token_id=self.tokenizer.eos_token_id,
@@ -110,14 +112,13 @@ def sentence_oracle(mb: MixtureBench, combination, prompts: list[str], seed: int
         if not open_rows:
             break
         budget = mb.max_new_tokens - min(len(prefix[i]) for i in open_rows)
-        continuations = []
-        for k in range(len(combination)):
-            one_hot = [float(j == k) for j in range(len(combination))]
-            continuations.append(
-                mb.mixture(
-                    combination, one_hot, [ids[i] + prefix[i] for i in open_rows], seed + boundary, budget
-                )
-            )
+        # every expert continues every open row alone, all in one decode (one-hot weights per row)
+        n, k = len(open_rows), len(combination)
+        one_hot = [[float(j == e) for j in range(k)] for e in range(k) for _ in open_rows]
+        tokens = mb.mixture(
+            combination, one_hot, [ids[i] + prefix[i] for i in open_rows] * k, seed + boundary, budget
+        )
+        continuations = [tokens[e * n : (e + 1) * n] for e in range(k)]
         scores = torch.stack(
             [
                 mb.score(
@@ -160,24 +161,37 @@ def measure_headroom(cfg) -> dict:
     combinations = all_combinations(mb.bench.poles)
     per_combination = []
 
-    def judged(combination, weights, ids=eval_ids, prompts=eval_prompts) -> dict:
-        texts = [mb.text(t) for t in mb.mixture(combination, weights, ids, seed)]
-        s = mb.score(combination, prompts, texts)
-        return {"score": s.mean().item(), "valid": (s > -1).float().mean().item()}
+    def judged(combination, weight_list, ids=eval_ids, prompts=eval_prompts) -> list[dict]:
+        """Each weight vector's mixture on every prompt, all in one decode."""
+        rows = [list(w) for w in weight_list for _ in ids]
+        tokens = mb.mixture(combination, rows, ids * len(weight_list), seed)
+        s = mb.score(combination, prompts * len(weight_list), [mb.text(t) for t in tokens])
+        return [
+            {"score": part.mean().item(), "valid": (part > -1).float().mean().item()}
+            for part in s.split(len(ids))
+        ]
 
     bar = tqdm(combinations, desc="headroom", unit="combination")
     for combination in bar:
         k = len(combination)
-
-        row = {"combination": ",".join(combination), "uniform": judged(combination, [1 / k] * k)}
-        for j, pole in enumerate(combination):
-            row[f"expert:{pole}"] = judged(combination, [float(i == j) for i in range(k)])
-        grid = {
-            w: judged(combination, w, train_ids, train_prompts)["score"]
-            for w in simplex_grid(k, h.grid_steps)
-        }
+        alone = [tuple(float(i == j) for i in range(k)) for j in range(k)]
+        uniform, *experts = judged(combination, [(1 / k,) * k, *alone])
+        row = {"combination": ",".join(combination), "uniform": uniform}
+        row |= {f"expert:{pole}": x for pole, x in zip(combination, experts, strict=True)}
+        points = simplex_grid(k, h.grid_steps)
+        grid = dict(
+            zip(
+                points,
+                [x["score"] for x in judged(combination, points, train_ids, train_prompts)],
+                strict=True,
+            )
+        )
         best = max(grid, key=grid.get)
-        row["best_fixed"] = {**judged(combination, best), "weights": list(best), "train_score": grid[best]}
+        row["best_fixed"] = {
+            **judged(combination, [best])[0],
+            "weights": list(best),
+            "train_score": grid[best],
+        }
         oracle = sentence_oracle(mb, combination, eval_prompts, seed)
         s = mb.score(combination, eval_prompts, oracle)
         row["sentence_oracle"] = {"score": s.mean().item(), "valid": (s > -1).float().mean().item()}
