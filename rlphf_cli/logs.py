@@ -45,9 +45,10 @@ def setup(path: Path | None, prefix: str = "") -> None:
         to_file.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s"))
         handlers.append(to_file)
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
-    logging.captureWarnings(
-        True
-    )  # Python warnings become records of `py.warnings`: the file, not the terminal
+    # Python warnings become records of `py.warnings` (the file, not the terminal); hooked afresh each time,
+    # since whatever replaced `warnings.showwarning` after an earlier call would otherwise keep them
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
     for noisy in ("urllib3", "filelock", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_libraries()

@@ -4,6 +4,7 @@
 python scripts/readme_results.py runs/demo
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -19,8 +20,11 @@ def main() -> None:
     text = readme.read_text()
     if START not in text or END not in text:
         sys.exit(f"error: README.md has no {START} ... {END} section")
-    body = summary.read_text().strip().replace("\n# ", "\n### ").replace("\n## ", "\n#### ")
-    body = body.removeprefix("# ").replace("rlphf pipeline:", "Run", 1) if body.startswith("# ") else body
+    # the summary's headings sit two levels under the README's results section
+    body = re.sub(
+        r"^(#+) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", summary.read_text().strip(), flags=re.M
+    )
+    body = body.replace("rlphf pipeline:", "Run", 1)
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     tmp = readme.with_suffix(".md.tmp")

@@ -65,6 +65,8 @@ def test_pipeline_over_seeds_runs_each_seed_in_its_folder_and_sums_up(toy_run, t
     root = tmp_path / "runs"
     for seed in (0, 1):
         shutil.copytree(toy_run[0], root / f"seed{seed}")
+    for stale in ("generations", "eval"):  # made with seed 0: seed 1 makes its own (resuming refuses them)
+        shutil.rmtree(root / "seed1" / stale)
     calls = []
     real = module.run_pipeline
     monkeypatch.setattr(

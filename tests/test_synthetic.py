@@ -108,7 +108,12 @@ def test_corpus_is_diverse_and_valid():
     for pole in W.poles:  # both poles of every dimension are well represented
         assert sum(s >= 0.99 for s in scores[pole]) > 0.15 * len(corpus), pole
     prompted = [ex for ex in corpus if any(p.text in ex["prompt"] for p in POLES.values())]
-    assert 0.15 < len(prompted) / len(corpus) < 0.35
+    assert 0.3 < len(prompted) / len(corpus) < 0.5  # the recipe's prompted_fraction is 0.4
+    texts = [sum(p.text in ex["prompt"] for p in POLES.values()) for ex in prompted]
+    assert set(texts) == {1, 2, 3}  # one to three preference texts, as P-Soups's prompts carry
+    for ex in prompted:  # and the answer follows each of them
+        for pole in (p for p in W.poles if POLES[p].text in ex["prompt"]):
+            assert W.score(pole, ex["prompt"], ex["completion"]) >= 0.75, pole  # tone: an opener or a closer
 
 
 def test_render_is_deterministic():
