@@ -45,6 +45,12 @@ def format_prompt(template: str, text: str) -> str:
     return template.replace("{prompt}", text)
 
 
+def sentence_end_ids(tokenizer) -> set[int]:
+    """The token ids that end a sentence (".", "!", "?") in the tokenizer's vocabulary."""
+    ids = {tokenizer.convert_tokens_to_ids(t) for t in (".", "!", "?")}
+    return {i for i in ids if i is not None and i != tokenizer.unk_token_id}
+
+
 def build_tokenizer(texts: list[str]):
     """A word-level tokenizer over a closed vocabulary, built offline with the `tokenizers` library."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers

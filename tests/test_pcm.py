@@ -61,6 +61,23 @@ class ToyExperts:
         pass
 
 
+def sample_toy(pcm, pref, rows: int, gen, length: int = 6):
+    """`rows` responses to one toy prompt from the PCM-weighted mixture of the two toy experts."""
+    return sample_batch(
+        pcm,
+        ToyExperts(),
+        [[4, 5]] * rows,
+        ["P1A", "P1B"],
+        pref,
+        generator=gen,
+        device="cpu",
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        max_new_tokens=length,
+        sampler=Sampler(),
+    )
+
+
 def test_rebel_loss_by_hand():
     logps = torch.tensor([-3.0, -5.0, -2.0, -2.5])
     old = torch.tensor([-3.5, -4.0, -2.0, -3.0])
@@ -152,26 +169,13 @@ def test_pcm_learns_to_route_between_two_toy_experts():
     torch.manual_seed(0)
     pcm = toy_pcm()
     optimizer = torch.optim.AdamW(pcm.parameters(), lr=1e-2)
-    experts = ToyExperts()
     prefs = {"A": torch.tensor([1.0, 0.0]), "B": torch.tensor([0.0, 1.0])}
     wanted = {"A": 2, "B": 3}  # preference A is served by expert 0 (token 2), B by expert 1 (token 3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(25):
         batches = []
         for name, pref in prefs.items():
-            batch = sample_batch(
-                pcm,
-                experts,
-                [[4, 5]] * 16,
-                ["P1A", "P1B"],
-                pref,
-                generator=gen,
-                device="cpu",
-                eos_token_id=EOS,
-                pad_token_id=PAD,
-                max_new_tokens=6,
-                sampler=Sampler(),
-            )
+            batch = sample_toy(pcm, pref, 16, gen)
             batch.rewards = torch.tensor(
                 [sum(t == wanted[name] for t in r) / len(r) for r in batch.response_ids]
             )
@@ -187,26 +191,10 @@ def test_pcm_learns_to_route_between_two_toy_experts():
             backward=lambda loss: loss.backward(),
         )
     for name, pref in prefs.items():
-        batch = sample_batch(
-            pcm,
-            experts,
-            [[4, 5]] * 8,
-            ["P1A", "P1B"],
-            pref,
-            generator=gen,
-            device="cpu",
-            eos_token_id=EOS,
-            pad_token_id=PAD,
-            max_new_tokens=6,
-            sampler=Sampler(),
-        )
+        batch = sample_toy(pcm, pref, 8, gen)
         right = 0 if name == "A" else 1
         mean_weight = torch.cat(batch.weights)[:, right].mean().item()
         assert mean_weight > 0.8, (name, mean_weight)
-
-
-class PositionalToyExperts(ToyExperts):
-    """Both toy experts at every position; which one is right depends on the position (see the test)."""
 
 
 def test_pcm_learns_position_dependent_routing():
@@ -229,23 +217,8 @@ def test_pcm_learns_position_dependent_routing():
     pref, switch, length = torch.tensor([0.5, 0.5]), 3, 6
     gen = torch.Generator().manual_seed(0)
 
-    def sample(n):
-        return sample_batch(
-            pcm,
-            PositionalToyExperts(),
-            [[4, 5]] * n,
-            ["P1A", "P1B"],
-            pref,
-            generator=gen,
-            device="cpu",
-            eos_token_id=EOS,
-            pad_token_id=PAD,
-            max_new_tokens=length,
-            sampler=Sampler(),
-        )
-
     for _ in range(70):
-        batch = sample(32)
+        batch = sample_toy(pcm, pref, 32, gen, length)
         batch.rewards = torch.tensor(
             [
                 sum(t == (2 if i < switch else 3) for i, t in enumerate(r)) / length
@@ -263,7 +236,9 @@ def test_pcm_learns_position_dependent_routing():
             eta=1.0,
             backward=lambda loss: loss.backward(),
         )
-    weights = torch.stack([w for w in sample(64).weights if len(w) == length])  # [N, T, 2]
+    weights = torch.stack(
+        [w for w in sample_toy(pcm, pref, 64, gen, length).weights if len(w) == length]
+    )  # [N, T, 2]
     on_first = weights[:, :switch, 0].mean(0)  # P1A's weight at each of the first three positions
     on_rest = weights[:, switch:, 1].mean(0)  # P1B's weight at each of the last three
     assert (on_first > 0.8).all() and (on_rest > 0.8).all(), (on_first, on_rest)

@@ -30,8 +30,6 @@ from rlphf_cli.runs import RunDir, atomic_write_json
 
 log = logging.getLogger(__name__)
 
-SENTENCE_ENDS = (".", "!", "?")
-
 
 class MixtureBench:
     """The run's experts on one base, the tokenizer, the judge and the evaluation's sampler."""
@@ -40,7 +38,7 @@ class MixtureBench:
         from rlphf_cli.adapters import base_model_path, load_experts
         from rlphf_cli.benchmarks import get_benchmark
         from rlphf_cli.decoding.engine import AdapterExperts
-        from rlphf_cli.modeling import load_causal_lm, load_tokenizer, resolve_device
+        from rlphf_cli.modeling import load_causal_lm, load_tokenizer, resolve_device, sentence_end_ids
         from rlphf_cli.rewards import get_reward
 
         self.cfg = cfg
@@ -58,8 +56,7 @@ class MixtureBench:
         g = cfg.generate
         self.sampler = Sampler(g.temperature, g.top_k, g.top_p, g.greedy)
         self.max_new_tokens = g.max_new_tokens
-        ends = [self.tokenizer.convert_tokens_to_ids(t) for t in SENTENCE_ENDS]
-        self.sentence_ends = {i for i in ends if i is not None and i != self.tokenizer.unk_token_id}
+        self.sentence_ends = sentence_end_ids(self.tokenizer)
 
     def encode(self, text: str) -> list[int]:
         from rlphf_cli.modeling import format_prompt
@@ -231,7 +228,7 @@ def method_scores(cfg, methods, prompt_ids=None) -> dict[str, dict]:
         for r in gen.read():
             if prompt_ids is not None and r["prompt_id"] not in prompt_ids:
                 continue
-            poles = [p.split(":")[0].split("=")[0] for p in r["combination"].split(",")]
+            poles = r["combination"].split(",")
             scores.append(sum(bench.score(p, r["prompt"], r["text"]) for p in poles) / len(poles))
         if scores:
             out[method] = {

@@ -22,7 +22,7 @@ from rlphf_cli.adapters import base_model_path, load_experts
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode, left_pad
-from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
+from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device, sentence_end_ids
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.pcm.provider import PCMWeights
 from rlphf_cli.preferences import all_combinations
@@ -343,9 +343,7 @@ def compare_with_uniform(
     counts = torch.zeros(len(dims), 5)
     by_role = torch.zeros(len(dims), len(ROLES))
     role_counts = torch.zeros(len(dims), len(ROLES))
-    ends = {trainer.tokenizer.convert_tokens_to_ids(t) for t in (".", "!", "?")} - {
-        trainer.tokenizer.unk_token_id
-    }
+    ends = sentence_end_ids(trainer.tokenizer)
     examples = []
     pcm.eval()
     ids = [trainer.encode(p.text) for p in prompts]
