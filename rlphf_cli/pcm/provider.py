@@ -42,9 +42,10 @@ class LoadedPCM:
         self.pcm = pcm.to(device).eval()
         self.device = device
 
-    def provider(self, pref: Preference, batch: int) -> PCMWeights:
-        vec = self.pcm.preference_vector(pref.combination, pref.weights).to(self.device)
-        return PCMWeights(self.pcm, vec.expand(batch, -1), list(pref.combination))
+    def provider(self, prefs: list[Preference], active) -> PCMWeights:
+        """Weights for rows that each carry a preference and mix `active` (one list per row)."""
+        vecs = torch.stack([self.pcm.preference_vector(p.combination, p.weights) for p in prefs])
+        return PCMWeights(self.pcm, vecs.to(self.device), active)
 
 
 def load_pcm(cfg, device, expert_poles: list[str]) -> LoadedPCM:
