@@ -182,7 +182,7 @@ def test_preferences_mixed_in_one_batch_decode_as_each_alone(run_dir, tmp_path, 
     runs = {}
     for name in ("together", "alone"):
         runs[name] = tmp_path / name
-        shutil.copytree(run_dir, runs[name])
+        shutil.copytree(run_dir, runs[name], ignore=shutil.ignore_patterns("generations"))
     if method == "pcm":
         cfg = small(run_dir)
         tokenizer = load_tokenizer(str(run_dir / "base"), False)

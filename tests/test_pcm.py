@@ -244,6 +244,32 @@ def test_pcm_learns_position_dependent_routing():
     assert (on_first > 0.8).all() and (on_rest > 0.8).all(), (on_first, on_rest)
 
 
+def test_pcm_trained_on_weighted_preferences_follows_the_weights():
+    """Rows carry preference weights w on P1A (token 2) and 1 - w on P1B (token 3), w anywhere in [0, 1],
+    and earn w * (share of 2) + (1 - w) * (share of 3). Moving weight from P1B to P1A must move the
+    PCM's output towards P1A's token monotonically; a PCM that ignores the weights stays flat."""
+    torch.manual_seed(0)
+    pcm = toy_pcm()
+    optimizer = torch.optim.AdamW(pcm.parameters(), lr=3e-3)  # at 1e-2 it collapsed onto one expert
+    gen = torch.Generator().manual_seed(0)
+    rng = torch.Generator().manual_seed(1)
+
+    def share(batch, token):
+        return torch.tensor([sum(t == token for t in r) / len(r) for r in batch.response_ids])
+
+    for _ in range(30):
+        w = torch.rand(16, generator=rng).repeat_interleave(2)  # one weight per pair of responses
+        batch = sample_toy(pcm, torch.stack([w, 1 - w], dim=1), 32, gen)
+        batch.rewards = w * share(batch, 2) + (1 - w) * share(batch, 3)
+        update(pcm, optimizer, [batch], "rebel", 2, 2, 1.0, lambda loss: loss.backward())
+    shares = [
+        share(sample_toy(pcm, torch.tensor([w, 1 - w]), 64, gen), 2).mean().item()
+        for w in (0.0, 0.25, 0.5, 0.75, 1.0)
+    ]
+    assert all(b >= a - 0.05 for a, b in zip(shares, shares[1:])), shares  # monotone, within noise
+    assert shares[0] < 0.2 and shares[-1] > 0.7, shares
+
+
 def test_save_load_roundtrip_and_expert_set_check(tmp_path):
     pcm = toy_pcm(poles=["P1A", "P1B", "P2A"], experts=["P1A", "P1B", "P2A"])
     pcm.save(tmp_path / "pcm")
