@@ -135,6 +135,13 @@ def report(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     run_command("report", "rlphf_cli.evaluation.report:report", overrides, cfg, "eval")
 
 
+@app.command("personalize")
+def personalize(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Infer a user's weights from pairwise answers (PReF): mode=fit answers=F.jsonl user=NAME | mode=interactive
+    user=NAME | mode=simulate. Writes users/NAME.json; generate with preference=@users/NAME.json."""
+    run_command("personalize", "rlphf_cli.personalize.run:personalize", overrides, cfg, "personalize")
+
+
 @app.command("pipeline")
 def pipeline(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """Run every stage end to end on the chosen benchmark, skipping what is complete."""

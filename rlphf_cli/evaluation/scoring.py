@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.preferences import POLES
+from rlphf_cli.preferences import POLES, split_name
 
 ALL = "all"  # the row of every combination
 OVERALL = "overall"  # the column of every pole
@@ -113,7 +113,7 @@ def summarize(results: dict, bootstrap_samples: int | None = None, seed: int | N
     method, judgments = results["method"], results["judgments"]
     poles = sorted({j["pole"] for j in judgments}, key=_order)
     combinations = sorted(
-        {j["combination"] for j in judgments}, key=lambda c: [_order(p) for p in c.split(",")]
+        {j["combination"] for j in judgments}, key=lambda c: [_order(p) for p in split_name(c)[0]]
     )
     rows: dict[tuple[str, str], list[dict]] = {}
     for j in judgments:
