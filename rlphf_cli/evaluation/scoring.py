@@ -44,6 +44,7 @@ class Summary:
     missing: dict[str, list[str]] = field(default_factory=dict)
     bootstrap_samples: int = 0
     seed: int = 0
+    users: dict[str, str] = field(default_factory=dict)  # preference name -> the user it was inferred for
 
     @property
     def partial(self) -> bool:
@@ -140,6 +141,7 @@ def summarize(results: dict, bootstrap_samples: int | None = None, seed: int | N
         missing=results.get("missing", {}),
         bootstrap_samples=samples,
         seed=seed,
+        users=results.get("users", {}),
     )
 
 
