@@ -87,6 +87,8 @@ def ensure_generations(cfg, method: str) -> Path:
         log.info(
             "uniform ignores preference weights by definition: equal weights over each preference's poles"
         )
+    if method == "prompted" and any(p.weighted for p in prefs):
+        log.info("prompted states no weights: the texts of the poles with weight above zero, heaviest first")
     prompts = load_eval_prompts(cfg)
     out = GenerationsFile(cfg.run_dir, method)
     settings = method_settings(cfg, method)

@@ -9,7 +9,8 @@ questions: the cosine between inferred and hidden strengths and the accuracy on 
 Downstream (the costly part, so only at `downstream_budget` answers, active questions, the first
 `downstream_users` users and the first `downstream_prompts` evaluation prompts): pcm and mod decode with each
 user's inferred mixture weights; the references are the unpersonalised uniform mixture of every expert, the
-uniform mixture of the user's inferred poles (signs only, no weights) and the base. Every response is scored
+uniform mixture of the user's inferred poles (signs only, no weights), pcm and mod with equal weights over
+the inferred poles (what the weights add beyond the signs), and the base. Every response is scored
 by the user's hidden reward lambda . phi (an invalid response gets the lowest possible, -|lambda|_1); a
 method wins a (user, prompt) when its reward is higher, ties count half; CIs bootstrap over users.
 
@@ -204,10 +205,15 @@ def downstream_gain(cfg, bench, dims, users: np.ndarray, inferred: dict, feature
     arms = {  # label -> (method, preference of each user)
         "pcm": ("pcm", personal),
         "mod": ("mod", personal),
+        "pcm (inferred poles, equal weights)": ("pcm", signs),
+        "mod (inferred poles, equal weights)": ("mod", signs),
         "uniform (all experts)": ("uniform", [every] * len(users)),
         "uniform (inferred poles)": ("uniform", signs),
         "base": ("sft", [every] * len(users)),
     }
+    references = ["uniform (all experts)", "uniform (inferred poles)", "base"]
+    comparisons = [("pcm", b) for b in [*references, "pcm (inferred poles, equal weights)", "mod"]]
+    comparisons += [("mod", b) for b in [*references, "mod (inferred poles, equal weights)"]]
     texts: dict[str, dict[tuple[str, str], dict]] = {}
     for method in dict.fromkeys(m for m, _ in arms.values()):
         prefs = list(dict.fromkeys(p for label, (m, ps) in arms.items() if m == method for p in ps))
@@ -239,22 +245,19 @@ def downstream_gain(cfg, bench, dims, users: np.ndarray, inferred: dict, feature
     }
     for label, r in reward.items():
         out["mean_reward"][label] = {"mean": float(r.mean()), "valid": float((r > -1).mean())}
-    for method in ("pcm", "mod"):
-        for baseline in [lbl for lbl in arms if lbl not in ("pcm", "mod")] + (
-            ["mod"] if method == "pcm" else []
-        ):
-            d = reward[method] - reward[baseline]
-            per_user = np.where(np.abs(d) <= 1e-9, 0.5, (d > 0).astype(float)).mean(1)
-            low, high = bootstrap_ci(per_user, pc.bootstrap_samples, pc.seed)
-            out["win_rates"].append(
-                {
-                    "method": method,
-                    "baseline": baseline,
-                    "win_rate": float(per_user.mean()),
-                    "ci": [low, high],
-                    "comparisons": int(d.size),
-                }
-            )
+    for method, baseline in comparisons:
+        d = reward[method] - reward[baseline]
+        per_user = np.where(np.abs(d) <= 1e-9, 0.5, (d > 0).astype(float)).mean(1)
+        low, high = bootstrap_ci(per_user, pc.bootstrap_samples, pc.seed)
+        out["win_rates"].append(
+            {
+                "method": method,
+                "baseline": baseline,
+                "win_rate": float(per_user.mean()),
+                "ci": [low, high],
+                "comparisons": int(d.size),
+            }
+        )
     return out
 
 
