@@ -51,6 +51,8 @@ def read_choice(stream: TextIO, console) -> str:
         line = stream.readline()
         if not line:  # end of input: what is answered is saved; the same command resumes
             raise Interrupted("input ended: answers so far are saved; run the same command again to resume")
+        if not stream.isatty():  # piped answers do not echo: show them, so the transcript reads right
+            console.print(line.strip())
         choice = KEYS.get(line.strip().lower())
         if choice:
             return choice
