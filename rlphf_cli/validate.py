@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from rlphf_cli.errors import UserError
 
 TRAINING_COMMANDS = ("train-sft", "train-rm", "train-expert", "train-pcm", "pipeline")
-GENERATING_COMMANDS = ("generate", "eval", "pipeline")  # eval generates what it lacks
+GENERATING_COMMANDS = ("generate", "eval", "pipeline", "personalize")  # eval generates what it lacks
 TRACKING_MODES = ("online", "offline", "disabled")
 
 
@@ -29,6 +29,19 @@ def check(cfg, command: str) -> None:
         check_tracking(cfg.tracking)
     if command in GENERATING_COMMANDS:
         check_generate(cfg.generate)
+    if command == "generate" and not str(cfg.generate.preference).strip().startswith("@"):
+        import logging
+
+        from rlphf_cli.preferences import parse_weighted_preferences
+
+        quiet = logging.getLogger(
+            "rlphf_cli.preferences"
+        )  # its normalisation warning comes once, from generate
+        quiet.disabled = True
+        try:
+            parse_weighted_preferences(str(cfg.generate.preference), list(cfg.benchmark.poles))  # bad: exit 2
+        finally:
+            quiet.disabled = False
     if command in ("train-pcm", "pipeline"):
         check_pcm(cfg)
 

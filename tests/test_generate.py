@@ -133,6 +133,8 @@ def rlphf(*args):
         (["preference=P1A,P1B"], "names two poles of dimension P1"),
         (["preference=P9Z"], "unknown pole 'P9Z'"),
         (["preference=P1A:-0.5,P2B:1.5"], "must not be negative"),
+        (["preference=P1A:nan,P2B:0.5"], "is not finite"),
+        (["preference=P1A,P2B;"], "trailing `;`"),
         (["method=nope"], "unknown method 'nope'"),
     ],
 )

@@ -3,6 +3,13 @@
 Methods: sft (the base), prompted (the base with the preference texts in the prompt), soups (the chosen
 experts merged into one adapter per combination), mod (fixed weights, log-space mixing), uniform (fixed
 uniform weights, probability-space mixing), pcm (weights from the trained preference control model).
+
+A preference's weights drive soups (the merge weights), mod (the mixture weights) and pcm (its preference
+vector). `uniform` is the unpersonalised mixture: equal weights over the preference's poles by definition, so
+it ignores given weights (said in a log line; its records keep the preference's name, so that eval pairs them
+with the weighted methods). `prompted` cannot state numbers to the model: it puts the text of every pole with
+a weight above zero in the prompt, heaviest first. `preference=@users/NAME.json` reads a user's mixture
+weights from the file `rlphf personalize` wrote (a path relative to the run directory, or any path).
 """
 
 from __future__ import annotations
@@ -74,7 +81,13 @@ def ensure_generations(cfg, method: str) -> Path:
     if mixing not in ("prob", "log"):
         raise UserError(f"unknown generate.mixing {mixing!r}; valid: prob, log")
     bench = get_benchmark(cfg.benchmark)
-    prefs = parse_weighted_preferences(cfg.generate.preference, bench.poles)
+    prefs = resolve_preferences(cfg, bench.poles)
+    if method == "uniform" and any(p.weighted for p in prefs):
+        log.info(
+            "uniform ignores preference weights by definition: equal weights over each preference's poles"
+        )
+    if method == "prompted" and any(p.weighted for p in prefs):
+        log.info("prompted states no weights: the texts of the poles with weight above zero, heaviest first")
     prompts = load_eval_prompts(cfg)
     out = GenerationsFile(cfg.run_dir, method)
     settings = method_settings(cfg, method)
@@ -95,6 +108,17 @@ def ensure_generations(cfg, method: str) -> Path:
     out.commit(to_dict(cfg), method=method, records=n, settings=settings)
     log.info("generations written to %s (%d records)", out.path, n)
     return out.path
+
+
+def resolve_preferences(cfg, poles) -> list[Preference]:
+    """`generate.preference`: a spec (`all`, `P1A,P2B,P3A`, `P1A:0.6,P2B:0.4`, `;` between several) or
+    `@users/NAME.json`, a user's file from `rlphf personalize`."""
+    spec = str(cfg.generate.preference).strip()
+    if spec.startswith("@"):
+        from rlphf_cli.personalize.users import load_user_preference
+
+        return [load_user_preference(spec[1:], cfg.run_dir, poles)]
+    return parse_weighted_preferences(spec, poles)
 
 
 @dataclass
@@ -135,9 +159,12 @@ class Generator:
             self.model.delete_adapter(name)
 
     def _prompt_text(self, prompt: Prompt, pref: Preference) -> str:
-        text = (
-            f"{prompt.text} {preference_text(pref.combination)}" if self.method == "prompted" else prompt.text
-        )
+        text = prompt.text
+        if self.method == "prompted":  # the poles with weight, heaviest first (equal weights: as written)
+            order = sorted(range(len(pref.combination)), key=lambda i: -pref.weights[i])
+            text = (
+                f"{text} {preference_text(tuple(pref.combination[i] for i in order if pref.weights[i] > 0))}"
+            )
         return format_prompt(self.cfg.model.prompt_template, text)
 
     def _run_batch(
@@ -177,6 +204,7 @@ class Generator:
                 "prompt_tokens": len(row_ids),
                 "new_tokens": len(tokens),
                 "seed": seed,
+                **({"user": pref.user} if pref.user else {}),
                 **extra,
             }
             for (p, pref), row_ids, tokens in zip(rows, ids, result.tokens, strict=True)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import FixedWeights, Sampler, decode
 from rlphf_cli.errors import UserError
-from rlphf_cli.preferences import all_combinations
+from rlphf_cli.preferences import all_combinations, split_name
 from rlphf_cli.runs import RunDir, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -228,8 +228,10 @@ def method_scores(cfg, methods, prompt_ids=None) -> dict[str, dict]:
         for r in gen.read():
             if prompt_ids is not None and r["prompt_id"] not in prompt_ids:
                 continue
-            poles = r["combination"].split(",")
-            scores.append(sum(bench.score(p, r["prompt"], r["text"]) for p in poles) / len(poles))
+            poles, weights = split_name(r["combination"])  # weighted preferences: the weighted mean
+            scores.append(
+                sum(w * bench.score(p, r["prompt"], r["text"]) for p, w in zip(poles, weights, strict=True))
+            )
         if scores:
             out[method] = {
                 "score": sum(scores) / len(scores),
