@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from rlphf_cli.errors import UserError
 
 TRAINING_COMMANDS = ("train-sft", "train-rm", "train-expert", "train-pcm", "pipeline")
-GENERATING_COMMANDS = ("generate", "eval", "pipeline")  # eval generates what it lacks
+GENERATING_COMMANDS = ("generate", "eval", "pipeline", "serve")  # eval generates what it lacks
 TRACKING_MODES = ("online", "offline", "disabled")
 
 

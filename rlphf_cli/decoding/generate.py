@@ -98,6 +98,13 @@ def ensure_generations(cfg, method: str) -> Path:
     return out.path
 
 
+def method_prompt(template: str, method: str, text: str, pref: Preference) -> str:
+    """The model's input for an instruction: `prompted` appends the preference texts (also `rlphf serve`)."""
+    if method == "prompted":
+        text = f"{text} {preference_text(pref.combination)}"
+    return format_prompt(template, text)
+
+
 @dataclass
 class Generator:
     cfg: object
@@ -130,10 +137,7 @@ class Generator:
                 self._run_preference(pref, prompts, out, bar)
 
     def _prompt_text(self, prompt: Prompt, pref: Preference) -> str:
-        text = (
-            f"{prompt.text} {preference_text(pref.combination)}" if self.method == "prompted" else prompt.text
-        )
-        return format_prompt(self.cfg.model.prompt_template, text)
+        return method_prompt(self.cfg.model.prompt_template, self.method, prompt.text, pref)
 
     def _run_preference(self, pref: Preference, prompts: list[Prompt], out: GenerationsFile, bar) -> None:
         g = self.cfg.generate

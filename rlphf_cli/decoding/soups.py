@@ -17,8 +17,13 @@ from rlphf_cli.errors import UserError
 MERGES = ("psoups", "delta")
 
 
-def soup_name(poles, merge: str) -> str:
-    return f"soup_{merge}_" + "_".join(poles)
+def soup_name(poles, merge: str, weights=None) -> str:
+    """The merged adapter's name; weights other than equal ones are part of it (a server keeps soups around)."""
+    if weights is None or len(set(weights)) <= 1:
+        return f"soup_{merge}_" + "_".join(poles)
+    return f"soup_{merge}_" + "_".join(
+        f"{p}-{w:g}".replace(".", "p") for p, w in zip(poles, weights, strict=True)
+    )
 
 
 @torch.no_grad()
@@ -29,7 +34,7 @@ def add_soup(model, poles: list[str], weights: list[float], merge: str = "psoups
     missing = [p for p in poles if p not in model.peft_config]
     if missing:
         raise UserError(f"no expert adapter for {', '.join(missing)}")
-    name = soup_name(poles, merge)
+    name = soup_name(poles, merge, weights)
     if name in model.peft_config:
         return name
     if merge == "delta":
