@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_random_expert_run
 from rlphf_cli.config import compose
-from rlphf_cli.decoding.engine import Sampler
+from rlphf_cli.decoding.engine import BASE, Sampler
 from rlphf_cli.errors import UserError
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.training.pcm import (
@@ -50,12 +50,13 @@ class ToyExperts:
         p[:, 1, 3] = 0.9
         return p.log()
 
-    def prefill(self, input_ids, attention_mask, active):
-        self.active = active
-        return self._logp(input_ids.shape[0])[:, [self.names.index(a) for a in active]]
+    def prefill(self, input_ids, attention_mask, rows):
+        self.index = torch.tensor([[self.names.index(a) for a in row] for row in rows])
+        return self.step(input_ids[:, -1], attention_mask)
 
     def step(self, tokens, attention_mask):
-        return self._logp(tokens.shape[0])[:, [self.names.index(a) for a in self.active]]
+        logp = self._logp(tokens.shape[0])
+        return logp.gather(1, self.index[:, :, None].expand(-1, -1, VOCAB))
 
     def close(self):
         pass
@@ -130,24 +131,23 @@ def test_mixture_loglik_gradient_matches_finite_differences():
 
 
 def test_rows_with_different_combinations_match_their_own_batches():
-    """One batch whose rows mix different experts (a per-row mask) scores each row as its own batch would."""
+    """One batch whose rows mix different experts (per-row lists, one padded with BASE) scores each row as
+    its own batch would."""
     torch.manual_seed(0)
     experts = ["P1A", "P1B", "P2A", "P2B"]
     pcm = toy_pcm(poles=experts, experts=experts, dtype=torch.float64)
-    logps = [
-        torch.randn(3, 4, dtype=torch.float64).log_softmax(-1),
-        torch.randn(2, 4, dtype=torch.float64).log_softmax(-1),
-    ]
-    combos = [("P1A", "P2B"), ("P1B", "P2A")]
-    prefs = torch.stack([pcm.preference_vector(c, (0.5, 0.5)) for c in combos]).double()
-    mask = torch.tensor([[e in c for e in experts] for c in combos])
-    mixed = Batch(experts, [[4, 5], [6]], [[2, 3, 1], [3, 1]], logps, prefs, mask)
+    logps = [torch.randn(n, 2, dtype=torch.float64).log_softmax(-1) for n in (3, 2, 2)]
+    combos = [("P1A", "P2B"), ("P2A", "P1B"), ("P2B",)]
+    prefs = torch.stack([pcm.preference_vector(c, [1 / len(c)] * len(c)) for c in combos]).double()
+    rows = [list(c) + [BASE] * (2 - len(c)) for c in combos]
+    mixed = Batch(rows, [[4, 5], [6], [7]], [[2, 3, 1], [3, 1], [2, 1]], logps, prefs)
     together = mixture_logps(pcm, mixed)
     for i, c in enumerate(combos):
-        cols = [experts.index(e) for e in c]
-        alone = Batch(list(c), [mixed.prompt_ids[i]], [mixed.response_ids[i]], [logps[i][:, cols]], prefs[i])
+        own = logps[i][:, : len(c)]
+        alone = Batch(list(c), [mixed.prompt_ids[i]], [mixed.response_ids[i]], [own], prefs[i])
         assert together[i].item() == pytest.approx(mixture_logps(pcm, alone).item(), rel=1e-10)
-    assert [b.response_ids for b in mixed.split(1)] == [[[2, 3, 1]], [[3, 1]]]
+    assert [b.response_ids for b in mixed.split(1)] == [[[2, 3, 1]], [[3, 1]], [[2, 1]]]
+    assert mixed.split(2)[1].active == [("P2B", BASE)]
 
 
 def test_one_hot_pcm_weights_make_the_mixture_that_expert():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,74 +128,86 @@ class Generator:
         self.experts = AdapterExperts(self.model)  # a plain base is one expert, named BASE
         self.sampler = Sampler(g.temperature, g.top_k, g.top_p, g.greedy)
 
-        by_pref: dict[Preference, list[Prompt]] = defaultdict(list)
-        for prompt, pref in todo:
-            by_pref[pref].append(prompt)
+        # every (prompt, preference) pair in one stream, batched by prompt length: rows of one batch may
+        # carry different preferences, each row running its own experts with its own weights
+        ids = [self.tokenizer(self._prompt_text(p, pref)).input_ids for p, pref in todo]
+        order = sorted(range(len(todo)), key=lambda i: len(ids[i]))
+        soups = self._add_soups({pref for _, pref in todo})
         with tqdm(total=len(todo), desc=f"generate {self.method}", unit="resp") as bar:
-            for pref, prompts in by_pref.items():
-                self._run_preference(pref, prompts, out, bar)
+            for start in range(0, len(order), g.batch_size):
+                rows = order[start : start + g.batch_size]
+                out.append(self._run_batch([todo[i] for i in rows], [ids[i] for i in rows], soups))
+                bar.update(len(rows))
+        for name in set(soups.values()):
+            self.model.delete_adapter(name)
 
     def _prompt_text(self, prompt: Prompt, pref: Preference) -> str:
         return method_prompt(self.cfg.model.prompt_template, self.method, prompt.text, pref)
 
-    def _run_preference(self, pref: Preference, prompts: list[Prompt], out: GenerationsFile, bar) -> None:
+    def _run_batch(
+        self, rows: list[tuple[Prompt, Preference]], ids: list[list[int]], soups: dict
+    ) -> list[dict]:
         g = self.cfg.generate
-        ids = {p.id: self.tokenizer(self._prompt_text(p, pref)).input_ids for p in prompts}
-        ordered = sorted(prompts, key=lambda p: len(ids[p.id]))  # batching by length: less padding
-        active, extra = self._active(pref)
-        for start in range(0, len(ordered), g.batch_size):
-            batch = ordered[start : start + g.batch_size]
-            seed = zlib.crc32(f"{g.seed}|{self.method}|{pref.name}|{batch[0].id}".encode())
-            generator = torch.Generator(self.device).manual_seed(seed)
-            provider = self._provider(pref, len(batch), active)
-            result = decode(
-                self.experts,
-                provider,
-                [ids[p.id] for p in batch],
-                active,
-                eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-                max_new_tokens=g.max_new_tokens,
-                mixing=self.mixing,
-                sampler=self.sampler,
-                generator=generator,
-                device=self.device,
-            )
-            records = [
-                {
-                    "prompt_id": p.id,
-                    "prompt": p.text,
-                    "combination": pref.name,
-                    "weights": list(pref.weights),
-                    "method": self.method,
-                    "text": self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
-                    "prompt_tokens": len(ids[p.id]),
-                    "new_tokens": len(tokens),
-                    "seed": seed,
-                    **extra,
-                }
-                for p, tokens in zip(batch, result.tokens, strict=True)
-            ]
-            out.append(records)
-            bar.update(len(batch))
-        if self.method == "soups":
-            self.model.delete_adapter(active[0])
+        first_prompt, first_pref = rows[0]
+        seed = zlib.crc32(f"{g.seed}|{self.method}|{first_pref.name}|{first_prompt.id}".encode())
+        generator = torch.Generator(self.device).manual_seed(seed)
+        active = [self._active(pref, soups) for _, pref in rows]
+        k = max(len(a) for a in active)
+        active = [a + [BASE] * (k - len(a)) for a in active]  # every row mixes k experts: BASE at weight 0
+        result = decode(
+            self.experts,
+            self._provider([pref for _, pref in rows], active),
+            ids,
+            active,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=g.max_new_tokens,
+            mixing=self.mixing,
+            sampler=self.sampler,
+            generator=generator,
+            device=self.device,
+        )
+        extra = {"merge": g.soups_merge} if self.method == "soups" else {}
+        if self.method in DEFAULT_MIXING:
+            extra = {"mixing": self.mixing}
+        return [
+            {
+                "prompt_id": p.id,
+                "prompt": p.text,
+                "combination": pref.name,
+                "weights": list(pref.weights),
+                "method": self.method,
+                "text": self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                "prompt_tokens": len(row_ids),
+                "new_tokens": len(tokens),
+                "seed": seed,
+                **extra,
+            }
+            for (p, pref), row_ids, tokens in zip(rows, ids, result.tokens, strict=True)
+        ]
 
-    def _active(self, pref: Preference) -> tuple[list[str], dict]:
+    def _add_soups(self, prefs: set[Preference]) -> dict[Preference, str]:
+        """Soups: one merged adapter per preference, all added before decoding (rows of a batch share them)."""
+        if self.method != "soups":
+            return {}
+        merge = self.cfg.generate.soups_merge
+        return {
+            pref: add_soup(self.model, list(pref.combination), list(pref.weights), merge)
+            for pref in sorted(prefs, key=lambda p: p.name)
+        }
+
+    def _active(self, pref: Preference, soups: dict) -> list[str]:
         if self.method in ("sft", "prompted"):
-            return [BASE], {}
+            return [BASE]
         if self.method == "soups":
-            merge = self.cfg.generate.soups_merge
-            return [add_soup(self.model, list(pref.combination), list(pref.weights), merge)], {"merge": merge}
-        return list(pref.combination), {"mixing": self.mixing}
+            return [soups[pref]]
+        return list(pref.combination)
 
-    def _provider(self, pref: Preference, batch: int, active: list[str]):
+    def _provider(self, prefs: list[Preference], active: list[list[str]]):
         if self.method == "pcm":
-            return self.pcm.provider(pref, batch)
-        if self.method == "uniform":
-            weights = torch.full((batch, len(active)), 1.0 / len(active))
-        elif self.method == "mod":
-            weights = torch.tensor([list(pref.weights)] * batch)
-        else:
-            weights = torch.ones(batch, 1)
+            return self.pcm.provider(prefs, active)
+        weights = torch.zeros(len(prefs), len(active[0]))
+        for i, pref in enumerate(prefs):
+            n = len(pref.combination) if self.method in ("uniform", "mod") else 1
+            weights[i, :n] = torch.tensor(pref.weights) if self.method == "mod" else 1.0 / n
         return FixedWeights(weights.to(self.device))

@@ -21,7 +21,15 @@ from rlphf_cli import tracking, validate
 from rlphf_cli.adapters import base_model_path, load_experts
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
-from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode, left_pad
+from rlphf_cli.decoding.engine import (
+    BASE,
+    AdapterExperts,
+    FixedWeights,
+    Sampler,
+    decode,
+    left_pad,
+    rows_active,
+)
 from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device, sentence_end_ids
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.pcm.provider import PCMWeights
@@ -36,16 +44,15 @@ log = logging.getLogger(__name__)
 class Batch:
     """Sampled responses, `group` (>= 2) consecutive ones per prompt and preference.
 
-    Rows may carry different preferences (`preference` [N, n_poles]) and mix different experts of
-    `active` (`mask` [N, Ka]); one preference for every row is `preference` [n_poles] with no mask.
+    Rows may carry different preferences (`preference` [N, n_poles]) and mix different experts (`active`
+    one list per row, as the engine takes it); one preference for every row is `preference` [n_poles].
     """
 
-    active: list[str]  # the experts decoded (every row's mixture is over these, or those its mask allows)
+    active: list  # the experts every row mixes, or one list per row
     prompt_ids: list[list[int]]
     response_ids: list[list[int]]
-    expert_logps: list[torch.Tensor]  # per response [T, Ka]: each active expert's logp of the chosen token
+    expert_logps: list[torch.Tensor]  # per response [T, Ka]: each of its experts' logp of the chosen token
     preference: torch.Tensor  # [n_poles] or [N, n_poles]
-    mask: torch.Tensor | None = None  # [N, Ka]: the experts each row mixes (None: all of `active`)
     rewards: torch.Tensor | None = None  # [N], normalised and averaged over the combination's poles
     old_logps: torch.Tensor | None = None  # [N] mixture log-likelihood under the sampling PCM
     weights: list[torch.Tensor] | None = None  # per response [T, Ka], the weights used while sampling
@@ -54,6 +61,9 @@ class Batch:
         n = len(self.prompt_ids)
         return self.preference if self.preference.dim() == 2 else self.preference.expand(n, -1)
 
+    def rows_active(self) -> list[tuple[str, ...]]:
+        return rows_active(self.active, len(self.prompt_ids))
+
     def split(self, size: int) -> list[Batch]:
         """Consecutive slices of `size` rows (keep `size` a multiple of the group), for minibatch updates."""
         out = []
@@ -61,12 +71,11 @@ class Batch:
             rows = slice(i, i + size)
             out.append(
                 Batch(
-                    self.active,
+                    self.rows_active()[rows],
                     self.prompt_ids[rows],
                     self.response_ids[rows],
                     self.expert_logps[rows],
                     self.rows_preference()[rows],
-                    None if self.mask is None else self.mask[rows],
                     None if self.rewards is None else self.rewards[rows],
                     None if self.old_logps is None else self.old_logps[rows],
                     None if self.weights is None else self.weights[rows],
@@ -83,7 +92,7 @@ def mixture_logps(pcm: PreferenceControlModel, batch: Batch) -> torch.Tensor:
     ids, mask = left_pad(seqs, 0, device)
     logits, _ = pcm(ids, mask, batch.rows_preference())  # [N, L, K]
     plain = pcm.module if hasattr(pcm, "module") else pcm  # under DDP the helpers live on the module
-    log_w = plain.log_weights(logits, batch.active, batch.mask)  # [N, L, Ka]
+    log_w = plain.log_weights(logits, batch.rows_active())  # [N, L, Ka]
     out = []
     width = ids.shape[1]
     for i, r in enumerate(batch.response_ids):
@@ -107,15 +116,14 @@ def rloo_loss(logps, rewards, group: int) -> torch.Tensor:
     return -(advantage.detach() * logps.view(-1, group)).mean()
 
 
-def sample_batch(
-    pcm, experts, prompt_ids, active, preference, *, mask=None, generator, device, **decode_kw
-) -> Batch:
+def sample_batch(pcm, experts, prompt_ids, active, preference, *, generator, device, **decode_kw) -> Batch:
     """Sample one response per prompt row from the PCM-weighted mixture, recording the experts' log-probs.
 
-    `preference` is one vector for every row, or one per row with `mask` saying which experts each row mixes.
+    `preference` is one vector for every row or one per row; `active` one expert list for every row or
+    one per row.
     """
-    batch = Batch(active, prompt_ids, [], [], preference, mask)
-    provider = PCMWeights(pcm, batch.rows_preference(), active, mask)
+    batch = Batch(active, prompt_ids, [], [], preference)
+    provider = PCMWeights(pcm, batch.rows_preference(), active)
     res = decode(
         experts, provider, prompt_ids, active, generator=generator, record=True, device=device, **decode_kw
     )
@@ -211,14 +219,12 @@ class PCMTrainer:
         rows = [(combination, p) for combination, prompts in chosen for p in prompts for _ in range(n)]
         reference = self.reference_scores([p for _, p in rows])
         pref = torch.stack([pcm.preference_vector(c, [1 / len(c)] * len(c)) for c, _ in rows])
-        mask = torch.tensor([[pole in c for pole in self.poles] for c, _ in rows])
         batch = sample_batch(
             pcm,
             self.experts,
             [self.encode(p.text) for _, p in rows],
-            list(self.poles),
+            [c for c, _ in rows],  # each row runs its own combination's experts only
             pref.to(self.device),
-            mask=mask,
             generator=generator,
             device=self.device,
             eos_token_id=self.tokenizer.eos_token_id,
