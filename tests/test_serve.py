@@ -12,7 +12,7 @@ from test_engine import NAMES, PAD, tiny_base, with_experts
 
 from conftest import make_random_expert_run
 from rlphf_cli.config import compose
-from rlphf_cli.decoding.engine import AdapterExperts, FixedWeights, Sampler, decode
+from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
 from rlphf_cli.decoding.generate import ensure_generations
 from rlphf_cli.modeling import load_tokenizer
 from rlphf_cli.pcm.model import build_pcm
@@ -28,8 +28,11 @@ TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_
 def test_rows_joining_and_leaving_a_running_batch_decode_as_alone():
     model = with_experts(tiny_base())
     prompts = [[5, 9, 11, 3], [7, 8], [12, 13, 14, 15, 16, 17], [20, 21, 22], [30]]
+    # rows of other preferences: their own experts (BASE at weight 0 pads a shorter list), their own weights
+    a, b, c = NAMES
+    experts = [(a, b, c), (a, BASE, BASE), (b, c, BASE), (c, a, b), (c, BASE, BASE)]
     weights = torch.tensor(
-        [[0.2, 0.5, 0.3], [1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.3, 0.3, 0.4], [0.0, 0.0, 1.0]]
+        [[0.2, 0.5, 0.3], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.3, 0.3, 0.4], [1.0, 0.0, 0.0]]
     )
     lengths = [12, 3, 9, 6, 10]  # rows leave at different steps
     for mixing in ("prob", "log"):
@@ -38,7 +41,7 @@ def test_rows_joining_and_leaving_a_running_batch_decode_as_alone():
                 AdapterExperts(model),
                 FixedWeights(weights[i : i + 1]),
                 [p],
-                NAMES,
+                [experts[i]],
                 eos_token_id=-1,
                 pad_token_id=PAD,
                 max_new_tokens=lengths[i],
@@ -50,15 +53,19 @@ def test_rows_joining_and_leaving_a_running_batch_decode_as_alone():
         events = []
         rows = [
             Row(
-                p, n, Sampler(greedy=True), lambda k, v, i=i, ev=events: ev.append((i, k, v)), spec=weights[i]
+                p,
+                n,
+                Sampler(greedy=True),
+                lambda k, v, i=i, ev=events: ev.append((i, k, v)),
+                experts[i],
+                weights[i],
             )
             for i, (p, n) in enumerate(zip(prompts, lengths))
         ]
         lane = Lane(
             "test",
             AdapterExperts(model),
-            lambda: list(NAMES),
-            lambda rs, active: FixedWeights(torch.stack([r.spec for r in rs])),
+            lambda rs: FixedWeights(torch.stack([r.spec for r in rs])),
             mixing,
             max_batch=4,
             pad_token_id=PAD,

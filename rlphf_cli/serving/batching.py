@@ -1,14 +1,17 @@
 """Continuous batching over the mixture engine: rows join a running batch at the next step and leave when done.
 
-A lane is one running batch: one `Experts` object (its active experts fixed while rows run), one weight
+A lane is one running batch: one `Experts` object (k experts per row, fixed while rows run), one weight
 provider covering every row, one attention mask. A new row is prefilled on its own (with the others that
 arrived with it) and its KV caches - the experts' and the PCM's, DynamicCache tensors [rows, heads, T, dim] -
 are left-padded to a common length and concatenated along the batch; a finished row is cut out of every
 cache, and leading columns that no row attends to any more are dropped. Positions come from the attention
 mask (the engine's rule), so padding changes no row's output.
 
-The lane reads the engine's state where it lives: `AdapterExperts.fwd` (its cache; rows replicated per
-expert, row b*k + i is expert i of row b), `PCMWeights.cache/preference/mask` and `FixedWeights.weights`.
+Every row carries its own experts (the engine's per-row lists, all of the lane's length k, padded with BASE
+at weight 0), so rows of any preference share one forward. The lane reads the engine's state where it lives:
+`AdapterExperts.fwd` (its cache; rows replicated per expert, row b*k + i is expert i of row b) and the
+stacked LoRA's per-row updates (prepared again when rows join or leave), `PCMWeights.cache/preference/active`
+and `FixedWeights.weights`.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ class Row:
     max_new_tokens: int
     sampler: Sampler
     emit: Callable[[str, object], None]  # ("token", id) ... then ("done", "stop"|"length") or ("error", msg)
-    spec: object = None  # what the lane's provider needs for this row (weights, preference vector)
-    needs: tuple[str, ...] = ()  # experts the row mixes; it waits until its lane has them active
+    experts: tuple[str, ...] = ()  # the experts the row mixes, padded to its lane's k with BASE
+    spec: object = None  # what the lane's provider needs for this row (its preference)
     tokens: list[int] = field(default_factory=list)
     cancelled: bool = False
 
@@ -63,13 +66,12 @@ def select_cache(cache, index: torch.Tensor, drop_front: int) -> None:
 
 
 class Lane:
-    """One running batch of rows that share an `Experts` object, an active expert list and a mixing mode."""
+    """One running batch of rows that share an `Experts` object, a number of experts per row and a mixing mode."""
 
     def __init__(
         self,
         name: str,
         experts: AdapterExperts,
-        active: Callable[[], list[str]],
         provider: Callable[[list[Row]], object],
         mixing: str,
         max_batch: int,
@@ -79,12 +81,11 @@ class Lane:
         seed: int = 0,
     ):
         self.name, self.experts, self.mixing = name, experts, mixing
-        self.active_now, self.make_provider = active, provider
+        self.make_provider = provider
         self.max_batch, self.pad, self.eos, self.device = max_batch, pad_token_id, eos_token_id, device
         self.generator = torch.Generator(device).manual_seed(seed)
         self.rows: list[Row] = []
         self.pending: list[Row] = []
-        self.active: list[str] = []
         self.hooked = False  # the lane's LoRA hooks are on the shared model (see Scheduler)
 
     @property
@@ -98,10 +99,12 @@ class Lane:
             self.hooked = False
 
     def resume(self) -> None:
-        if self.rows and not self.hooked:
+        """Install the stacked LoRA updates of the rows now running (after they changed, or another lane ran)."""
+        self.release()
+        if self.rows:
             stacked = self.experts.stacked
             if stacked is not None:
-                stacked.prepare(self.active)
+                stacked.prepare([r.experts for r in self.rows])
                 self.experts._session.enter_context(stacked.applied())
             self.hooked = True
 
@@ -141,21 +144,19 @@ class Lane:
         self.release()
 
     def _admit(self) -> None:
-        if not self.rows:
-            self.active = self.active_now()
-        room = self.max_batch - len(self.rows)
-        fits = [r for r in self.pending if set(r.needs) <= set(self.active) and not r.cancelled][:room]
         for r in self.pending:
             if r.cancelled:
                 r.emit("done", "cancelled")
+        room = self.max_batch - len(self.rows)
+        fits = [r for r in self.pending if not r.cancelled][:room]
         self.pending = [r for r in self.pending if r not in fits and not r.cancelled]
         if not fits:
             return
         ids, mask = left_pad([r.prompt_ids for r in fits], self.pad, self.device)
         old_cache = self.experts.fwd.cache if self.rows else None
-        logp = self.experts.prefill(ids, mask, self.active)  # (re)enters this lane's hooks
+        logp = self.experts.prefill(ids, mask, [r.experts for r in fits])  # the new rows' hooks only
         self.hooked = True
-        provider = self.make_provider(fits, self.active)
+        provider = self.make_provider(fits)
         weights = provider.prefill(ids, mask)
         if old_cache is None:
             self.mask, self.logp, self.weights, self.provider = mask, logp, weights, provider
@@ -166,8 +167,11 @@ class Lane:
             self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(mask, width, 1)])
             self.logp = torch.cat([self.logp, logp])
             self.weights = torch.cat([self.weights, weights])
+        joined = bool(old_cache is not None)
         self.rows += fits
         self._reset_ids()
+        if joined:
+            self.resume()  # every row's LoRA updates, old and new
 
     def _select(self, keep: list[int]) -> None:
         self.rows = [self.rows[i] for i in keep]
@@ -183,6 +187,7 @@ class Lane:
         _select_provider(self.provider, index, front)
         self.mask, self.logp, self.weights = mask[:, front:], self.logp[index], self.weights[index]
         self._reset_ids()
+        self.resume()
 
     def _reset_ids(self) -> None:
         # the engine keeps the token ids for its uncached path only; the served rows always use the cache
@@ -205,10 +210,10 @@ def _join_provider(old, new, width: int) -> None:
     if isinstance(old, FixedWeights):
         old.weights = torch.cat([old.weights, new.weights])
         return
-    join_caches(old.cache, new.cache, width)  # the PCM: its cache, preference vectors, per-row masks
+    join_caches(old.cache, new.cache, width)  # the PCM: its cache, preference vectors, rows' experts
     old.cache = new.cache
     old.preference = torch.cat([old.preference, new.preference])
-    old.mask = torch.cat([old.mask, new.mask])
+    old.active = old.active + new.active
 
 
 def _select_provider(provider, index: torch.Tensor, front: int) -> None:
@@ -217,7 +222,7 @@ def _select_provider(provider, index: torch.Tensor, front: int) -> None:
         return
     select_cache(provider.cache, index, front)
     provider.preference = provider.preference[index]
-    provider.mask = provider.mask[index.to(provider.mask.device)]
+    provider.active = [provider.active[i] for i in index.tolist()]
 
 
 class Scheduler:

@@ -1,8 +1,9 @@
 """What a run directory can serve, and how each method's rows are decoded (loading as `rlphf generate` does).
 
 Every lane but `soups-merged` runs on one peft model (the base with one LoRA adapter per pole, and the soups
-merged so far). Rows of one method share a lane whatever their preference: each row mixes the experts its
-preference names, with weights over the lane's active experts (zero for the others).
+merged so far). Rows of one method share a lane whatever their preference: each row runs the experts its
+preference names (as many per row as the benchmark has dimensions, BASE at weight 0 for the rest), or its
+soup, or the base, with its own weights, as `rlphf generate` decodes a batch of mixed preferences.
 """
 
 from __future__ import annotations
@@ -55,9 +56,7 @@ class Backend:
 
             self.pcm = load_pcm(cfg, self.device, expert_poles=list(self.bench.poles))
             self.methods.append("pcm")
-        if self.poles:  # every binary combination's soup, so that soups rows rarely wait for a new one
-            for combo in all_combinations(self.poles):
-                add_soup(self.model, list(combo), [1.0 / len(combo)] * len(combo), self.merge)
+        self.width = max(len(c) for c in all_combinations(self.bench.poles))  # experts per mixture row
         self.merged: dict[str, object] = {}  # soups-merged: one plain model per soup
         self.scheduler = Scheduler(self._make_lane, self._prepare)
         g = cfg.generate
@@ -105,15 +104,16 @@ class Backend:
                 f"prompt too long: {len(ids)} tokens + max_tokens {max_tokens} > the model's "
                 f"{self.max_positions} positions"
             )
-        row = Row(ids, max_tokens, sampler or self.default_sampler, emit)
+        row = Row(ids, max_tokens, sampler or self.default_sampler, emit, experts=(BASE,), spec=pref)
         if method in ("sft", "prompted"):
             return "base", row
-        row.spec = pref
         if method in ("soups", "soups-merged"):
             name = soup_name(pref.combination, self.merge, pref.weights)
-            row.needs = (name,) if method == "soups" else ()
-            return ("soups" if method == "soups" else f"soups-merged:{name}"), row
-        row.needs = tuple(pref.combination)
+            if method == "soups":
+                row.experts = (name,)
+                return "soups", row
+            return f"soups-merged:{name}", row
+        row.experts = tuple(pref.combination) + (BASE,) * (self.width - len(pref.combination))
         return method, row
 
     def _prepare(self, row: Row, lane: str) -> None:
@@ -133,20 +133,17 @@ class Backend:
     # --- lanes
     def _make_lane(self, name: str) -> Lane:
         if name.startswith("soups-merged:"):
-            experts, active = AdapterExperts(self.merged[name.split(":", 1)[1]]), lambda: [BASE]
-            provider, mixing = self._ones, "prob"
-        elif name == "base":
-            experts, active, provider, mixing = AdapterExperts(self.model), lambda: [BASE], self._ones, "prob"
-        elif name == "soups":
-            experts, provider, mixing = AdapterExperts(self.model), self._one_hot, "prob"
-            active = lambda: [a for a in self.model.peft_config if a.startswith("soup_")]  # noqa: E731
+            experts, provider, mixing = AdapterExperts(self.merged[name.split(":", 1)[1]]), self._ones, "prob"
+        elif name in ("base", "soups"):
+            experts, provider, mixing = AdapterExperts(self.model), self._ones, "prob"
         else:
-            experts, active, mixing = AdapterExperts(self.model), lambda: list(self.poles), self._mixing(name)
-            provider = {"uniform": self._uniform, "mod": self._mod, "pcm": self._pcm}[name]
+            experts, mixing = AdapterExperts(self.model), self._mixing(name)
+            provider = (
+                self._pcm if name == "pcm" else (lambda rows: self._fixed(rows, by_preference=name == "mod"))
+            )
         return Lane(
             name,
             experts,
-            active,
             provider,
             mixing,
             self.cfg.serve.max_batch,
@@ -162,29 +159,16 @@ class Backend:
             raise UserError(f"unknown generate.mixing {mixing!r}; valid: prob, log")
         return mixing
 
-    def _fixed(self, rows: list[Row], active: list[str], weight) -> FixedWeights:
-        w = torch.zeros(len(rows), len(active))
-        for i, row in enumerate(rows):
-            for pole, value in weight(row.spec):
-                w[i, active.index(pole)] = value
-        return FixedWeights(w.to(self.device))
-
-    def _ones(self, rows, active):
+    def _ones(self, rows: list[Row]) -> FixedWeights:
         return FixedWeights(torch.ones(len(rows), 1, device=self.device))
 
-    def _uniform(self, rows, active):
-        return self._fixed(rows, active, lambda p: [(c, 1.0 / len(p.combination)) for c in p.combination])
+    def _fixed(self, rows: list[Row], by_preference: bool) -> FixedWeights:
+        """uniform: equal weights on the row's poles; mod: the preference's weights (BASE padding: 0)."""
+        w = torch.zeros(len(rows), self.width)
+        for i, row in enumerate(rows):
+            n = len(row.spec.combination)
+            w[i, :n] = torch.tensor(row.spec.weights) if by_preference else 1.0 / n
+        return FixedWeights(w.to(self.device))
 
-    def _mod(self, rows, active):
-        return self._fixed(rows, active, lambda p: zip(p.combination, p.weights, strict=True))
-
-    def _one_hot(self, rows, active):
-        return self._fixed(rows, active, lambda p: [(soup_name(p.combination, self.merge, p.weights), 1.0)])
-
-    def _pcm(self, rows, active):
-        from rlphf_cli.pcm.provider import PCMWeights
-
-        pcm = self.pcm.pcm
-        vecs = torch.stack([pcm.preference_vector(r.spec.combination, r.spec.weights) for r in rows])
-        mask = torch.tensor([[a in r.spec.combination for a in active] for r in rows])
-        return PCMWeights(pcm, vecs.to(self.device), list(active), mask.to(self.device))
+    def _pcm(self, rows: list[Row]):
+        return self.pcm.provider([r.spec for r in rows], [r.experts for r in rows])
