@@ -31,6 +31,15 @@ def check(cfg, command: str) -> None:
         check_generate(cfg.generate)
     if command in ("train-pcm", "pipeline"):
         check_pcm(cfg)
+    if command == "serve":
+        check_serve(cfg.serve)
+
+
+def check_serve(s) -> None:
+    if not 0 < s.port < 65536:
+        raise UserError(f"serve.port must be 1 to 65535; got {s.port}")
+    _at_least("serve", s, "max_batch", 1)
+    _at_least("serve", s, "max_new_tokens", 1)
 
 
 def check_run_dir(run_dir: str) -> None:

@@ -207,9 +207,9 @@ def serve(cfg) -> None:
 
     from rlphf_cli.serving.methods import Backend
 
+    s = cfg.serve
     backend = Backend(cfg)
     backend.scheduler.start()
-    s = cfg.serve
     log.info(
         'serving %s from %s at http://%s:%d/v1 (model = method; body field `preference`, e.g. "P1A,P2B,P3A")',
         ", ".join(backend.methods),
