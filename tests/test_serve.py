@@ -244,3 +244,15 @@ def test_streaming_returns_the_same_text(served):
         extra_body={"preference": "P1B,P2B,P3B"},
     )
     assert whole.choices[0].message.content == text and whole.usage.completion_tokens >= 1
+
+
+def test_soups_of_other_weights_are_other_adapters():
+    """A server keeps its soups: `P1A:0.8,P2B:0.2` must not reuse the equal-weight soup of the same poles."""
+    from rlphf_cli.decoding.soups import add_soup
+
+    model = with_experts(tiny_base())
+    even = add_soup(model, ["P1A", "P2B"], [0.5, 0.5])
+    tilted = add_soup(model, ["P1A", "P2B"], [0.8, 0.2])
+    assert even != tilted and add_soup(model, ["P1A", "P2B"], [0.5, 0.5]) == even
+    layer = model.base_model.model.model.layers[0].self_attn.v_proj
+    assert not torch.equal(layer.lora_A[even].weight, layer.lora_A[tilted].weight)
