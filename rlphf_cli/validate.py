@@ -134,6 +134,9 @@ def check_pcm(cfg, train_prompts: int | None = None) -> None:
     for key in ("steps", "prompts_per_step", "update_epochs", "max_new_tokens", "save_steps"):
         _at_least("pcm", p, key, 1)
     _at_least("pcm", p, "eval_prompts", 0)
+    _at_least("pcm", p, "weighted_per_step", 0)
+    if not p.weight_concentration > 0:
+        raise UserError(f"pcm.weight_concentration must be above 0, got {p.weight_concentration}")
     if p.temperature <= 0:
         raise UserError(f"pcm.temperature must be above 0 (the PCM learns from samples), got {p.temperature}")
     if p.reward not in ("judge", "reward_model"):

@@ -33,7 +33,7 @@ from rlphf_cli.decoding.engine import (
 from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device, sentence_end_ids
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.pcm.provider import PCMWeights
-from rlphf_cli.preferences import all_combinations
+from rlphf_cli.preferences import Preference, all_combinations
 from rlphf_cli.rewards import get_reward
 from rlphf_cli.runs import RunDir
 
@@ -213,18 +213,20 @@ class PCMTrainer:
                 out[p.id] = {pole: per_pole[pole][i] for pole in self.poles}
         return out
 
-    def sample(self, pcm, chosen: list[tuple[tuple, list]], generator) -> Batch:
-        """One decode for every (combination, prompts) pair: each row mixes its own combination's experts."""
+    def sample(self, pcm, chosen: list[tuple[Preference, list]], generator) -> Batch:
+        """One decode for every (preference, prompts) pair: each row mixes its own combination's experts.
+
+        A row's reward is the preference-weighted sum of its poles' normalised rewards."""
         n = self.p.samples_per_prompt
-        rows = [(combination, p) for combination, prompts in chosen for p in prompts for _ in range(n)]
+        rows = [(pref, p) for pref, prompts in chosen for p in prompts for _ in range(n)]
         reference = self.reference_scores([p for _, p in rows])
-        pref = torch.stack([pcm.preference_vector(c, [1 / len(c)] * len(c)) for c, _ in rows])
+        vectors = torch.stack([pcm.preference_vector(pref.combination, pref.weights) for pref, _ in rows])
         batch = sample_batch(
             pcm,
             self.experts,
             [self.encode(p.text) for _, p in rows],
-            [c for c, _ in rows],  # each row runs its own combination's experts only
-            pref.to(self.device),
+            [pref.combination for pref, _ in rows],  # each row runs its own combination's experts only
+            vectors.to(self.device),
             generator=generator,
             device=self.device,
             eos_token_id=self.tokenizer.eos_token_id,
@@ -235,14 +237,25 @@ class PCMTrainer:
         texts = [self.text(t) for t in batch.response_ids]
         batch.rewards = torch.zeros(len(rows))
         for pole in self.poles:
-            idx = [i for i, (c, _) in enumerate(rows) if pole in c]
+            idx = [i for i, (pref, _) in enumerate(rows) if pole in pref.combination]
             if not idx:
                 continue
             scores = self.reward.score(pole, [rows[i][1].text for i in idx], [texts[i] for i in idx])
             ref = [reference[rows[i][1].id][pole] for i in idx]
-            share = torch.tensor([1 / len(rows[i][0]) for i in idx])
+            share = torch.tensor([rows[i][0].weights[rows[i][0].combination.index(pole)] for i in idx])
             batch.rewards[idx] += normalised_reward(scores, ref, self.p.bt_scale) * share
         return batch
+
+    def preferences(self, rng: random.Random) -> list[Preference]:
+        """One step's preferences: every combination at equal weights, and `pcm.weighted_per_step` more,
+        each a random combination with weights drawn from a Dirichlet(`pcm.weight_concentration`) over its
+        poles (at 1, uniform over the simplex: a dimension often gets little weight)."""
+        out = [Preference(c, (1 / len(c),) * len(c)) for c in self.combinations]
+        for _ in range(self.p.weighted_per_step):
+            combination = rng.choice(self.combinations)
+            draws = [rng.gammavariate(self.p.weight_concentration, 1.0) for _ in combination]
+            out.append(Preference(combination, tuple(d / sum(draws) for d in draws)))
+        return out
 
     def train(self, work: Path) -> dict:
         p = self.p
@@ -269,7 +282,7 @@ class PCMTrainer:
         for step in bar:
             generator = torch.Generator(self.device).manual_seed(self.cfg.seed * 100003 + step * 97 + rank)
             plain.eval()
-            chosen = [(c, rng.sample(train_prompts, p.prompts_per_step)) for c in self.combinations]
+            chosen = [(pref, rng.sample(train_prompts, p.prompts_per_step)) for pref in self.preferences(rng)]
             sampled = self.sample(plain, chosen, generator)
             # one minibatch per combination: as many updates per step as when each was decoded on its own
             batches = sampled.split(p.prompts_per_step * p.samples_per_prompt)
@@ -286,7 +299,9 @@ class PCMTrainer:
             w = torch.cat(sampled.weights)
             pole_rewards = {
                 pole: [
-                    b.rewards.mean().item() for (c, _), b in zip(chosen, batches, strict=True) if pole in c
+                    b.rewards.mean().item()
+                    for (pref, _), b in zip(chosen, batches, strict=True)
+                    if pole in pref.combination and len(set(pref.weights)) == 1
                 ]
                 for pole in self.poles
             }
