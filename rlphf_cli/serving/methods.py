@@ -99,10 +99,12 @@ class Backend:
             raise UserError(f"max_tokens must be 1 to {self.cfg.serve.max_new_tokens}; got {max_tokens}")
         pref = pref or Preference((), ())
         ids = self.tokenizer(method_prompt(self.cfg.model.prompt_template, method, text, pref)).input_ids
-        if self.max_positions and len(ids) + max_tokens > self.max_positions:
+        limit = self.max_positions
+        if method == "pcm":  # the PCM reads the same tokens: its own positions count too
+            limit = min(p for p in (limit, self.pcm.pcm.body.config.max_position_embeddings) if p)
+        if limit and len(ids) + max_tokens > limit:
             raise UserError(
-                f"prompt too long: {len(ids)} tokens + max_tokens {max_tokens} > the model's "
-                f"{self.max_positions} positions"
+                f"prompt too long: {len(ids)} tokens + max_tokens {max_tokens} > the model's {limit} positions"
             )
         row = Row(ids, max_tokens, sampler or self.default_sampler, emit, experts=(BASE,), spec=pref)
         if method in ("sft", "prompted"):
