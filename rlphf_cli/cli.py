@@ -144,6 +144,12 @@ def personalize(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     run_command("personalize", "rlphf_cli.personalize.run:personalize", overrides, cfg, "personalize")
 
 
+@app.command("serve")
+def serve(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """An OpenAI-compatible HTTP server on the run's methods (model=pcm|uniform|mod|soups|sft..., body field preference)."""
+    run_command("serve", "rlphf_cli.serving.server:serve", overrides, cfg, "serve")
+
+
 @app.command("pipeline")
 def pipeline(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """Run every stage end to end on the chosen benchmark, skipping what is complete."""

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from rlphf_cli.errors import UserError
 
 TRAINING_COMMANDS = ("train-sft", "train-rm", "train-expert", "train-pcm", "pipeline")
-GENERATING_COMMANDS = ("generate", "eval", "pipeline", "personalize")  # eval generates what it lacks
+GENERATING_COMMANDS = ("generate", "eval", "pipeline", "personalize", "serve")  # eval generates what it lacks
 TRACKING_MODES = ("online", "offline", "disabled")
 
 
@@ -44,6 +44,15 @@ def check(cfg, command: str) -> None:
             quiet.disabled = False
     if command in ("train-pcm", "pipeline"):
         check_pcm(cfg)
+    if command == "serve":
+        check_serve(cfg.serve)
+
+
+def check_serve(s) -> None:
+    if not 0 < s.port < 65536:
+        raise UserError(f"serve.port must be 1 to 65535; got {s.port}")
+    _at_least("serve", s, "max_batch", 1)
+    _at_least("serve", s, "max_new_tokens", 1)
 
 
 def check_run_dir(run_dir: str) -> None:

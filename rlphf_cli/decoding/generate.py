@@ -121,6 +121,15 @@ def resolve_preferences(cfg, poles) -> list[Preference]:
     return parse_weighted_preferences(spec, poles)
 
 
+def method_prompt(template: str, method: str, text: str, pref: Preference) -> str:
+    """The model's input for an instruction (also `rlphf serve`'s): `prompted` appends the texts of the
+    poles with weight, heaviest first (equal weights: as written)."""
+    if method == "prompted":
+        order = sorted(range(len(pref.combination)), key=lambda i: -pref.weights[i])
+        text = f"{text} {preference_text(tuple(pref.combination[i] for i in order if pref.weights[i] > 0))}"
+    return format_prompt(template, text)
+
+
 @dataclass
 class Generator:
     cfg: object
@@ -159,13 +168,7 @@ class Generator:
             self.model.delete_adapter(name)
 
     def _prompt_text(self, prompt: Prompt, pref: Preference) -> str:
-        text = prompt.text
-        if self.method == "prompted":  # the poles with weight, heaviest first (equal weights: as written)
-            order = sorted(range(len(pref.combination)), key=lambda i: -pref.weights[i])
-            text = (
-                f"{text} {preference_text(tuple(pref.combination[i] for i in order if pref.weights[i] > 0))}"
-            )
-        return format_prompt(self.cfg.model.prompt_template, text)
+        return method_prompt(self.cfg.model.prompt_template, self.method, prompt.text, pref)
 
     def _run_batch(
         self, rows: list[tuple[Prompt, Preference]], ids: list[list[int]], soups: dict
