@@ -251,6 +251,22 @@ def _pcm_section(run: RunDir) -> list[str]:
             )
     if ablations:
         lines += ["Ablations (held-out mean normalised reward):", "", *ablations, ""]
+    sweep = metrics.get("weight_sweep")
+    if sweep:
+        lines += [
+            "Moving a dimension's weight from one pole to the other (the other dimensions' first poles share "
+            "the rest): the judge's mean score on the second pole, held-out prompts:",
+            "",
+            "| dimension (first -> second pole) | first 0.6 | first 0.2 | second 0.2 | second 0.6 | rising |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {dim} ({x['points'][0].split()[0]} -> {x['score_of']}) | "
+                + " | ".join(f"{v:.3f}" for v in x["scores"])
+                + f" | {'yes' if x['monotone'] else 'no'} |"
+                for dim, x in sweep.items()
+            ),
+            "",
+        ]
     by_role = metrics.get("weight_by_token_role")
     if by_role:
         roles = list(next(iter(by_role.values())))

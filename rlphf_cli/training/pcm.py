@@ -432,6 +432,43 @@ def compare_with_uniform(
     }
 
 
+SWEEP = (("A", 0.6), ("A", 0.2), ("B", 0.2), ("B", 0.6))  # a dimension's weight, moving from pole A to B
+
+
+def weight_sweep(trainer: PCMTrainer, pcm: PreferenceControlModel, n_prompts: int, seed: int) -> dict:
+    """For every two-pole dimension: move its weight from its first pole to its second (0.6, 0.2, then
+    0.2, 0.6; the other dimensions' first poles share the rest) and score the PCM's held-out responses on
+    the second pole. A PCM that serves any weighting makes these scores rise step by step."""
+    from rlphf_cli.preferences import dimensions
+
+    prompts = trainer.bench.eval_prompts()[:n_prompts]
+    ids = [trainer.encode(p.text) for p in prompts]
+    dims = dimensions(trainer.poles)
+    out = {}
+    for dim, poles in dims.items():
+        if len(poles) != 2:
+            continue
+        others = [ps[0] for d, ps in dims.items() if d != dim]
+        scores = []
+        for side, w in SWEEP:
+            combination = (poles[0] if side == "A" else poles[1], *others)
+            weights = (w, *[(1 - w) / len(others)] * len(others))
+            pref = pcm.preference_vector(combination, weights).to(trainer.device)
+            generator = torch.Generator(trainer.device).manual_seed(seed)
+            provider = PCMWeights(pcm, pref.expand(len(ids), -1), list(combination))
+            res = trainer._decode(provider, ids, list(combination), generator, record=False)
+            texts = [trainer.text(t) for t in res.tokens]
+            score = trainer.reward.score(poles[1], [p.text for p in prompts], texts)
+            scores.append(round(sum(score) / len(score), 4))
+        out[dim] = {
+            "points": [f"{poles[0] if side == 'A' else poles[1]} {w}" for side, w in SWEEP],
+            "score_of": poles[1],
+            "scores": scores,
+            "monotone": all(b >= a for a, b in zip(scores, scores[1:], strict=False)),
+        }
+    return out
+
+
 def train_pcm(cfg, name: str = "pcm") -> Path:
     """Train the PCM into `<run_dir>/<name>` (the ablation trains its other-algorithm PCM beside it)."""
     validate.check_pcm(cfg)
@@ -448,6 +485,7 @@ def train_pcm(cfg, name: str = "pcm") -> Path:
     metrics = {"final_reward": history[-1]["reward"] if history else None}
     if cfg.pcm.eval_prompts:
         metrics |= compare_with_uniform(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed, work)
+        metrics["weight_sweep"] = weight_sweep(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed)
         log.info(
             "held-out mean normalised reward: PCM %.3f, uniform %.3f (%+.3f)",
             metrics["pcm_reward"],
