@@ -28,14 +28,16 @@ def _attach(model, name: str, path: Path):
 
     config = LoraConfig.from_pretrained(str(path))
     config.modules_to_save = None  # the score head is applied here, not wrapped into the base
-    config.task_type = "CAUSAL_LM"  # the shared base is a causal LM; only its body is run for rewards
+    # only the body is run for rewards: no task head wrapping; a shared peft model keeps its own task type
+    shared = isinstance(model, PeftModel)
+    config.task_type = next(iter(model.peft_config.values())).task_type if shared else None
     config.inference_mode = True
     weights = load_file(str(path / "adapter_model.safetensors"))
     lora = {k: v for k, v in weights.items() if ".lora_" in k}
     head_weights = {k.rsplit(".", 1)[-1]: v for k, v in weights.items() if ".lora_" not in k}
     if set(head_weights) - {"weight", "bias"} or "weight" not in head_weights:
         raise UserError(f"reward model {path} holds no single score head (keys: {sorted(head_weights)})")
-    if isinstance(model, PeftModel):
+    if shared:
         model.add_adapter(name, config)
     else:
         model = get_peft_model(model, config, adapter_name=name)
@@ -56,7 +58,11 @@ def _attach(model, name: str, path: Path):
 
 
 class RewardAdapters:
-    """Reward adapters on one base: `add(pole, path)`, then `score(poles, texts)` in one forward per batch."""
+    """Reward adapters on one base: `add(pole, path)`, then `score(poles, texts)` in one forward per batch.
+
+    `batch_size` counts rows per forward after replication (batch_size // K texts), so that scoring K poles
+    holds the activations of one reward model's batch.
+    """
 
     def __init__(self, model, tokenizer, batch_size: int = 32):
         self.model = model
@@ -78,6 +84,7 @@ class RewardAdapters:
         if unknown:
             raise KeyError(f"no reward adapter for {unknown}; loaded: {list(self.heads)}")
         k = len(poles)
+        per_forward = max(1, self.batch_size // max(k, 1))  # rows per forward stay batch_size: activations as one model's
         out: dict[str, list[float]] = {p: [] for p in poles}
         if not texts or not k:
             return out
@@ -88,8 +95,8 @@ class RewardAdapters:
         self.stacked.prepare([PREFIX + p for p in poles])
         pad = self.tokenizer.pad_token_id
         try:
-            for i in range(0, len(texts), self.batch_size):
-                batch = [t + self.tokenizer.eos_token for t in texts[i : i + self.batch_size]]
+            for i in range(0, len(texts), per_forward):
+                batch = [t + self.tokenizer.eos_token for t in texts[i : i + per_forward]]
                 enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(device)
                 ids = enc.input_ids.repeat_interleave(k, dim=0)
                 mask = enc.attention_mask.repeat_interleave(k, dim=0)

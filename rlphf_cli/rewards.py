@@ -57,7 +57,7 @@ class RewardModelReward:
         self._adapters = None
 
     def _load(self, poles: list[str]):
-        from rlphf_cli.modeling import load_causal_lm, load_tokenizer
+        from rlphf_cli.modeling import load_tokenizer
         from rlphf_cli.reward_models import RewardAdapters
 
         arts = {}
@@ -70,13 +70,13 @@ class RewardModelReward:
             check_adapter_base(self.cfg, art, "reward model")
             arts[pole] = art
         if self._adapters is None:
-            base = base_model_path(self.cfg)
-            model = self._shared
-            if model is None:
-                model = load_causal_lm(base, self.cfg.model, self.device).eval()
-            self._adapters = RewardAdapters(
-                model, load_tokenizer(base, self.cfg.model.trust_remote_code), self.batch_size
-            )
+            if self._shared is None:  # the body without an LM head: what train-rm trained on
+                model, tokenizer = load_scoring_base(self.cfg)
+                model = model.to(self.device).eval()
+            else:
+                model = self._shared
+                tokenizer = load_tokenizer(base_model_path(self.cfg), self.cfg.model.trust_remote_code)
+            self._adapters = RewardAdapters(model, tokenizer, self.batch_size)
         for pole, art in arts.items():
             with explain_load_failure(f"reward model {art.path}", base_model_path(self.cfg)):
                 self._adapters.add(pole, art.path)

@@ -61,7 +61,7 @@ def test_one_base_scores_equal_the_merged_reward_models(rm_run):
     cfg, prompts, responses = rm_run
     texts = [format_prompt(cfg.model.prompt_template, p) + r for p, r in zip(prompts, responses, strict=True)]
     reward = get_reward(cfg, "reward_model")
-    reward.batch_size = 4  # several batches, padded differently
+    reward.batch_size = 12  # 6 poles: 2 texts per forward, padded differently; one pole: 12 texts (padded)
     together = reward.score_poles(list(POLES), prompts, responses)
     for pole in POLES:
         expected = torch.tensor(merged_scores(cfg, pole, texts))
