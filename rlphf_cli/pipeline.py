@@ -101,8 +101,14 @@ def pipeline(cfg) -> Path:
 def run_pipeline(cfg) -> Path:
     from rlphf_cli.training.pairs import external_pairs_dir
 
+    from rlphf_cli.benchmarks import get_benchmark
+
     run = RunDir(cfg.run_dir)
-    stages = [(name, fn) for name, fn in STAGES if not (name == "pairs" and external_pairs_dir(cfg))]
+    skip = {"pairs"} if external_pairs_dir(cfg) else set()
+    if not hasattr(get_benchmark(cfg.benchmark), "score"):
+        skip.add("headroom")  # it needs a programmatic judge (the synthetic benchmark's); P-Soups has none
+        console.print("headroom skipped: the benchmark has no programmatic judge")
+    stages = [(name, fn) for name, fn in STAGES if name not in skip]
     timings: list[tuple[str, float]] = []
     for i, (name, target) in enumerate(stages, 1):
         console.rule(f"[bold]stage {i}/{len(stages)}: {name}")
