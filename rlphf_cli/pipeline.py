@@ -99,9 +99,8 @@ def pipeline(cfg) -> Path:
 
 
 def run_pipeline(cfg) -> Path:
-    from rlphf_cli.training.pairs import external_pairs_dir
-
     from rlphf_cli.benchmarks import get_benchmark
+    from rlphf_cli.training.pairs import external_pairs_dir
 
     run = RunDir(cfg.run_dir)
     skip = {"pairs"} if external_pairs_dir(cfg) else set()
@@ -148,7 +147,9 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
         lines += _mixtures_section(run, cfg)
     lines += _pcm_section(run)
     experts = _manifests(run, "experts")
-    if experts:
+    if any(
+        "win_rate_vs_base" in m.get("metrics", {}) for m in experts.values()
+    ):  # none without a benchmark judge
         lines += ["## Experts against the base on their own pole (held-out prompts, benchmark judge)", ""]
         lines += [
             "| pole | algo | decoding | non-tied win rate % | wins / losses / ties | judge score expert / base | invalid % expert / base |",

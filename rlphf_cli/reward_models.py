@@ -84,7 +84,9 @@ class RewardAdapters:
         if unknown:
             raise KeyError(f"no reward adapter for {unknown}; loaded: {list(self.heads)}")
         k = len(poles)
-        per_forward = max(1, self.batch_size // max(k, 1))  # rows per forward stay batch_size: activations as one model's
+        per_forward = max(
+            1, self.batch_size // max(k, 1)
+        )  # rows per forward stay batch_size: activations as one model's
         out: dict[str, list[float]] = {p: [] for p in poles}
         if not texts or not k:
             return out

@@ -20,7 +20,9 @@ from rlphf_cli.runs import RunDir
 class Reward(Protocol):
     def score(self, pole: str, prompts: list[str], responses: list[str]) -> list[float]: ...
 
-    def score_poles(self, poles: list[str], prompts: list[str], responses: list[str]) -> dict[str, list[float]]: ...
+    def score_poles(
+        self, poles: list[str], prompts: list[str], responses: list[str]
+    ) -> dict[str, list[float]]: ...
 
 
 class JudgeReward:
@@ -36,7 +38,9 @@ class JudgeReward:
     def score(self, pole: str, prompts: list[str], responses: list[str]) -> list[float]:
         return [self.benchmark.score(pole, p, r) for p, r in zip(prompts, responses, strict=True)]
 
-    def score_poles(self, poles: list[str], prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
+    def score_poles(
+        self, poles: list[str], prompts: list[str], responses: list[str]
+    ) -> dict[str, list[float]]:
         return {pole: self.score(pole, prompts, responses) for pole in poles}
 
 
@@ -82,7 +86,9 @@ class RewardModelReward:
                 self._adapters.add(pole, art.path)
         return self._adapters
 
-    def score_poles(self, poles: list[str], prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
+    def score_poles(
+        self, poles: list[str], prompts: list[str], responses: list[str]
+    ) -> dict[str, list[float]]:
         """Every pole's scores of the same responses, in one forward per batch over all poles."""
         from rlphf_cli.modeling import format_prompt
 

@@ -54,13 +54,20 @@ def make_models(folder: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        LlamaForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
 
     torch.manual_seed(0)
     vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2} | {f"w{i}": i + 3 for i in range(997)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
     config = LlamaConfig(**MID, pad_token_id=0, eos_token_id=1, bos_token_id=1)
     LlamaForCausalLM(config).save_pretrained(folder / "base")
     tokenizer.save_pretrained(folder / "base")
@@ -119,9 +126,13 @@ def main() -> None:
         rows = []
         for mode in ("merged-1", "merged-6", "adapters-1", "adapters-6"):
             cmd = [sys.executable, __file__, "--texts", str(args.texts), "--batch-size", str(args.batch_size)]
-            out = subprocess.run(cmd + ["--_measure", str(folder), mode], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                cmd + ["--_measure", str(folder), mode], capture_output=True, text=True, check=True
+            )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"{mode:<11} added peak {rows[-1]['added_peak_mb']:8.1f} MB  (resident after imports {rows[-1]['baseline_mb']} MB)")
+            print(
+                f"{mode:<11} added peak {rows[-1]['added_peak_mb']:8.1f} MB  (resident after imports {rows[-1]['baseline_mb']} MB)"
+            )
         by = {r["mode"]: r["added_peak_mb"] for r in rows}
         print(f"adapters-6 / merged-1 = {by['adapters-6'] / by['merged-1']:.2f}")
         print(f"adapters-6 / adapters-1 = {by['adapters-6'] / by['adapters-1']:.2f}")

@@ -7,9 +7,11 @@ reward models, PPO experts, the PCM on reward-model rewards, every method genera
 
 import json
 
-import pytest
-from test_eval_llm_judge import api  # noqa: F401  (the fake OpenAI-compatible server fixture)
-from test_eval_llm_judge import FakeJudgeAPI, between
+from test_eval_llm_judge import (
+    FakeJudgeAPI,
+    api,  # noqa: F401  (the fake OpenAI-compatible server fixture)
+    between,
+)
 
 from rlphf_cli.config import compose
 from rlphf_cli.judges.llm_prompts import CRITERIA
@@ -96,7 +98,7 @@ TOY = [
     "pairs.max_prompts=6",
     "pairs.pairs_per_prompt=2",
     "pairs.max_new_tokens=12",
-    "rm.max_steps=2",
+    "rm.max_steps=1",
     "rm.batch_size=4",
     "expert.max_steps=2",
     "expert.batch_size=2",
@@ -113,6 +115,7 @@ TOY = [
     "pcm.samples_per_prompt=2",
     "pcm.max_new_tokens=8",
     "pcm.eval_prompts=1",
+    "pcm.ablation=false",
     "benchmark.max_eval_prompts=2",
     "generate.max_new_tokens=8",
     "generate.batch_size=8",
@@ -136,7 +139,6 @@ def test_psoups_pipeline_with_judge_labelled_pairs(tmp_path, api):  # noqa: F811
             "benchmark=psoups",
             f"benchmark.data_dir={data}",
             f"model.name_or_path={base}",
-            "pairs.labeler=llm",
             f"eval.judge.base_url={api.base_url}",
             "eval.judge.model=judge-1",
             "eval.judge.backoff=0.01",
@@ -147,6 +149,20 @@ def test_psoups_pipeline_with_judge_labelled_pairs(tmp_path, api):  # noqa: F811
     run = tmp_path / "run"
     pairs = json.loads((run / "data" / "pairs" / "manifest.json").read_text())
     assert pairs["labeler"] == "llm" and set(pairs["counts"]) == set(CRITERIA) - {"P3C", "P3D"}
+    for pole in (
+        "P2A",
+        "P2B",
+    ):  # labelled by the judge, per pole: the length judge's choice is the chosen one
+        records = json.loads((run / "data" / "pairs" / f"{pole}.json").read_text())
+        shorter_chosen = [len(r["completion_a"]) < len(r["completion_b"]) for r in records]
+        assert records and shorter_chosen == [pole == "P2A"] * len(records)
+    asked = {
+        p
+        for r in api.requests
+        for p, text in CRITERIA.items()
+        if text in r["body"]["messages"][-1]["content"]
+    }
+    assert asked == {"P1A", "P1B", "P2A", "P2B", "P3A", "P3B"}
     for pole in ("P1A", "P1B", "P2A", "P2B", "P3A", "P3B"):
         assert (run / "rm" / pole / "manifest.json").is_file()
         assert json.loads((run / "experts" / pole / "manifest.json").read_text())["algo"] == "ppo"
@@ -154,4 +170,4 @@ def test_psoups_pipeline_with_judge_labelled_pairs(tmp_path, api):  # noqa: F811
     for method in ("sft", "prompted", "soups", "mod", "uniform", "pcm"):
         assert (run / "generations" / f"{method}.jsonl").is_file(), method
     assert (run / "eval" / "report.md").is_file() and "pcm" in summary
-    assert len(api.requests) > 0
+    assert "## Judge: llm (judge-1" in summary

@@ -87,4 +87,6 @@ def test_reward_adapters_share_the_experts_base_without_changing_them(rm_run):
     assert torch.equal(experts(input_ids=ids).logits, before)
     texts = [format_prompt(cfg.model.prompt_template, p) + r for p, r in zip(prompts, responses, strict=True)]
     for pole in ("P2A", "P3B"):
-        assert torch.allclose(torch.tensor(scores[pole]), torch.tensor(merged_scores(cfg, pole, texts)), atol=1e-5)
+        assert torch.allclose(
+            torch.tensor(scores[pole]), torch.tensor(merged_scores(cfg, pole, texts)), atol=1e-5
+        )

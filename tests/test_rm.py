@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from test_pairs import TEST_OVERRIDES, new_run, shared_run
 
 from rlphf_cli.config import compose

@@ -162,7 +162,8 @@ class PCMTrainer:
         self.tokenizer = load_tokenizer(base_path, cfg.model.trust_remote_code)
         base = load_causal_lm(base_path, cfg.model, self.device).eval()
         self.experts = AdapterExperts(load_experts(cfg, base, self.poles))
-        self.reward = get_reward(cfg, self.p.reward, model=self.experts.model)  # reward adapters share the base
+        # reward models load as adapters beside the experts: the base is held once
+        self.reward = get_reward(cfg, self.p.reward, model=self.experts.model)
         self.sampler = Sampler(temperature=self.p.temperature)
         self._references: dict[str, dict[str, float]] = {}  # prompt id -> pole -> the base's greedy score
 
