@@ -99,10 +99,15 @@ def pipeline(cfg) -> Path:
 
 
 def run_pipeline(cfg) -> Path:
+    from rlphf_cli.benchmarks import get_benchmark
     from rlphf_cli.training.pairs import external_pairs_dir
 
     run = RunDir(cfg.run_dir)
-    stages = [(name, fn) for name, fn in STAGES if not (name == "pairs" and external_pairs_dir(cfg))]
+    skip = {"pairs"} if external_pairs_dir(cfg) else set()
+    if not hasattr(get_benchmark(cfg.benchmark), "score"):
+        skip.add("headroom")  # it needs a programmatic judge (the synthetic benchmark's); P-Soups has none
+        console.print("headroom skipped: the benchmark has no programmatic judge")
+    stages = [(name, fn) for name, fn in STAGES if name not in skip]
     timings: list[tuple[str, float]] = []
     for i, (name, target) in enumerate(stages, 1):
         console.rule(f"[bold]stage {i}/{len(stages)}: {name}")
@@ -142,7 +147,9 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
         lines += _mixtures_section(run, cfg)
     lines += _pcm_section(run)
     experts = _manifests(run, "experts")
-    if experts:
+    if any(
+        "win_rate_vs_base" in m.get("metrics", {}) for m in experts.values()
+    ):  # none without a benchmark judge
         lines += ["## Experts against the base on their own pole (held-out prompts, benchmark judge)", ""]
         lines += [
             "| pole | algo | decoding | non-tied win rate % | wins / losses / ties | judge score expert / base | invalid % expert / base |",

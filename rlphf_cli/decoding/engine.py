@@ -120,7 +120,7 @@ class _CachedForward:
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=self.cache,
+            cache=self.cache,
             use_cache=self.use_cache,
             **self.kwargs,
         )

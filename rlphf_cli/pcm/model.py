@@ -48,10 +48,10 @@ class PreferenceControlModel(nn.Module):
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=past_key_values,
+            cache=past_key_values,
             use_cache=use_cache,
         )
-        return self.head(out.last_hidden_state), out.past_key_values
+        return self.head(out.last_hidden_state), past_key_values
 
     def preference_vector(self, combination, weights) -> torch.Tensor:
         vec = torch.zeros(len(self.poles))

@@ -170,7 +170,8 @@ class PCMTrainer:
         self.tokenizer = load_tokenizer(base_path, cfg.model.trust_remote_code)
         base = load_causal_lm(base_path, cfg.model, self.device).eval()
         self.experts = AdapterExperts(load_experts(cfg, base, self.poles))
-        self.reward = get_reward(cfg, self.p.reward)
+        # reward models load as adapters beside the experts: the base is held once
+        self.reward = get_reward(cfg, self.p.reward, model=self.experts.model)
         self.sampler = Sampler(temperature=self.p.temperature)
         self._references: dict[str, dict[str, float]] = {}  # prompt id -> pole -> the base's greedy score
 
@@ -208,7 +209,7 @@ class PCMTrainer:
             )
             texts = [self.text(t) for t in res.tokens]
             prompt_texts = [p.text for p in chunk]
-            per_pole = {pole: self.reward.score(pole, prompt_texts, texts) for pole in self.poles}
+            per_pole = self.reward.score_poles(self.poles, prompt_texts, texts)
             for i, p in enumerate(chunk):
                 out[p.id] = {pole: per_pole[pole][i] for pole in self.poles}
         return out
