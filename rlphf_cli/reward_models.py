@@ -94,7 +94,7 @@ class RewardAdapters:
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
-        self.stacked.prepare([PREFIX + p for p in poles])
+        self.stacked.prepare([tuple(PREFIX + p for p in poles)])  # every row scores all poles
         pad = self.tokenizer.pad_token_id
         try:
             for i in range(0, len(texts), per_forward):

@@ -45,7 +45,10 @@ class StackedLoRA:
         return A, B
 
     def prepare(self, rows: list[tuple[str, ...]]) -> None:
-        """Set up the updates for rows that each carry a list of adapters (all lists of one length)."""
+        """Set up the updates for rows that each carry a list of adapters (all lists of one length); one
+        list stands for every row."""
+        if not all(isinstance(row, tuple | list) for row in rows):
+            raise TypeError("StackedLoRA.prepare takes one list of adapter names per row")
         names = tuple(dict.fromkeys(a for row in rows for a in row))
         unknown = [a for a in names if a != BASE and a not in self.model.peft_config]
         if unknown:
