@@ -67,6 +67,21 @@ def accelerate_config_path(name: str) -> Path:
     return path
 
 
+def refuse_fsdp(cfg, what: str) -> None:
+    """PPO and the PCM decode from the unwrapped model, which FSDP leaves holding only its shard: refuse FSDP."""
+    import yaml
+
+    lc = cfg.launcher
+    if lc.num_processes <= 1 or not lc.accelerate_config:
+        return
+    data = yaml.safe_load(accelerate_config_path(lc.accelerate_config).read_text()) or {}
+    if data.get("distributed_type") == "FSDP":
+        raise UserError(
+            f"{what} does not run under FSDP (it generates from the unsharded model): "
+            "use launcher.accelerate_config=ddp, zero2 or zero3"
+        )
+
+
 def command(cfg, target: str) -> list[str]:
     """The `accelerate launch` command line that runs `target` ("module:function") in N processes."""
     lc = cfg.launcher

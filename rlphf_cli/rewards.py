@@ -56,7 +56,7 @@ class RewardModelReward:
 
         model, tokenizer = self._load(pole)
         template = self.cfg.model.prompt_template
-        texts = [format_prompt(template, p) + r for p, r in zip(prompts, responses, strict=True)]
+        texts = [format_prompt(template, p, tokenizer) + r for p, r in zip(prompts, responses, strict=True)]
         return score_texts(model, tokenizer, texts, self.batch_size)
 
 

@@ -27,6 +27,7 @@ from rlphf_cli.errors import UserError
 from rlphf_cli.generations import METHODS, GenerationsFile
 from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
 from rlphf_cli.preferences import Preference, parse_weighted_preferences, preference_text
+from rlphf_cli.runs import RunDir, input_hash
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,26 @@ def method_settings(cfg, method: str) -> dict:
         settings["merge"] = g.soups_merge
     if method in DEFAULT_MIXING:
         settings["mixing"] = g.mixing or DEFAULT_MIXING[method]
+    settings["prompt_template"] = cfg.model.prompt_template
+    settings["preference_in_prompt"] = preference_in_prompt(cfg, method)
+    settings["inputs"] = decoded_with(cfg, method)
     return settings
+
+
+def preference_in_prompt(cfg, method: str) -> bool:
+    """Whether `method` decodes with the preference texts after the instruction (prompted always does)."""
+    return method == "prompted" or method in cfg.generate.preference_in_prompt
+
+
+def decoded_with(cfg, method: str) -> dict:
+    """The inputs a method decodes with (their hashes): the base, the experts, the PCM."""
+    root = RunDir(cfg.run_dir).root
+    inputs = {"base": input_hash(root / "base")}
+    if method not in ("sft", "prompted"):
+        inputs |= {f"experts/{p}": input_hash(root / "experts" / p) for p in cfg.benchmark.poles}
+    if method == "pcm":
+        inputs["pcm"] = input_hash(root / "pcm")
+    return inputs
 
 
 def load_eval_prompts(cfg) -> list[Prompt]:
@@ -78,8 +98,14 @@ def ensure_generations(cfg, method: str) -> Path:
     prefs = parse_weighted_preferences(cfg.generate.preference, bench.poles)
     prompts = load_eval_prompts(cfg)
     out = GenerationsFile(cfg.run_dir, method)
+    unknown = [m for m in cfg.generate.preference_in_prompt if m not in METHODS]
+    if unknown:
+        raise UserError(
+            f"unknown method(s) {', '.join(map(repr, unknown))} in generate.preference_in_prompt; "
+            f"valid: {', '.join(METHODS)}"
+        )
     settings = method_settings(cfg, method)
-    out.check_settings(settings)
+    out.check_settings(settings, cfg.force)
     done = {(r["prompt_id"], r["combination"]) for r in out.read()}
     todo = [(p, pref) for pref in prefs for p in prompts if (p.id, pref.name) not in done]
     if todo:
@@ -131,9 +157,11 @@ class Generator:
 
     def _prompt_text(self, prompt: Prompt, pref: Preference) -> str:
         text = (
-            f"{prompt.text} {preference_text(pref.combination)}" if self.method == "prompted" else prompt.text
+            f"{prompt.text} {preference_text(pref.combination)}"
+            if preference_in_prompt(self.cfg, self.method)
+            else prompt.text
         )
-        return format_prompt(self.cfg.model.prompt_template, text)
+        return format_prompt(self.cfg.model.prompt_template, text, self.tokenizer)
 
     def _run_preference(self, pref: Preference, prompts: list[Prompt], out: GenerationsFile, bar) -> None:
         g = self.cfg.generate

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.runs import RunDir, atomic_write_json, atomic_write_text, read_jsonl
+from rlphf_cli.runs import RunDir, atomic_write_json, atomic_write_text, input_hash, made_from, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,21 @@ def label_pairs(label, pole: str, samples: list[dict]) -> tuple[list[dict], int]
 
 
 # ----- making -----
+PAIRS_KEYS = (
+    "seed",
+    "benchmark.name",
+    "benchmark.data_dir",
+    "benchmark.train_prompts",
+    "benchmark.train_prompts_split",
+    "model.prompt_template",
+    "pairs.pairs_per_prompt",
+    "pairs.max_prompts",
+    "pairs.max_new_tokens",
+    "pairs.temperature",
+    "pairs.labeler",
+)
+
+
 def make_pairs(cfg) -> Path:
     """Sample and label the run's pairs once for every pole of the benchmark; returns the folder."""
     from rlphf_cli.adapters import base_fingerprint, base_model_path
@@ -199,9 +214,11 @@ def make_pairs(cfg) -> Path:
     from rlphf_cli.config import to_dict
     from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
 
-    art = RunDir(cfg.run_dir).artifact(PAIRS_DIR)
+    run = RunDir(cfg.run_dir)
+    art = run.artifact(PAIRS_DIR)
     poles = list(cfg.benchmark.poles)
-    if art.is_complete():
+    made = made_from(cfg, PAIRS_KEYS, {"base": input_hash(run.root / "base")})
+    if art.reuse(made, "train-rm", cfg.force):
         missing = [p for p in poles if not (art.path / f"{p}.json").is_file()]
         if missing:
             raise UserError(
@@ -226,7 +243,7 @@ def make_pairs(cfg) -> Path:
     log.info(
         "pairs: sampling %d x 2 responses for %d prompts from the base", pc.pairs_per_prompt, len(prompts)
     )
-    formatted = [format_prompt(cfg.model.prompt_template, p.text) for p in prompts]
+    formatted = [format_prompt(cfg.model.prompt_template, p.text, tokenizer) for p in prompts]
     responses = sample_responses(
         model,
         tokenizer,
@@ -246,7 +263,7 @@ def make_pairs(cfg) -> Path:
         }
         for p, r in zip(prompts, responses, strict=True)
     ]
-    work = art.start()
+    work = art.start(made)
     counts = {}
     for pole in poles:
         records, ties = label_pairs(label, pole, samples)
@@ -272,5 +289,6 @@ def make_pairs(cfg) -> Path:
         sampled_pairs=len(prompts) * pc.pairs_per_prompt,
         counts=counts,
         base=base_fingerprint(cfg),
+        made_from=made,
     )
     return art.path
