@@ -27,7 +27,9 @@ OVERRIDES = typer.Argument(
 )
 SHOW_CFG = typer.Option(False, "--cfg", help="Print the resolved config and exit without running.")
 FORCE = typer.Option(
-    False, "--force", help="Redo the command's artifacts even if complete (e.g. after changing their settings)."
+    False,
+    "--force",
+    help="Redo the command's artifacts even if complete (e.g. after changing their settings).",
 )
 
 log = logging.getLogger("rlphf")
@@ -129,7 +131,9 @@ def evaluate(
     """Pairwise, criterion-wise win rates of a method against a baseline (default: pcm vs soups)."""
     extra = [f"eval.method={method}"] if method else []
     extra += [f"eval.baseline={baseline}"] if baseline else []
-    run_command("eval", "rlphf_cli.evaluation.evaluate:evaluate", [*extra, *(overrides or [])], cfg, "eval", force)
+    run_command(
+        "eval", "rlphf_cli.evaluation.evaluate:evaluate", [*extra, *(overrides or [])], cfg, "eval", force
+    )
 
 
 @app.command("headroom")

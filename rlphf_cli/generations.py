@@ -16,6 +16,7 @@ from rlphf_cli.runs import (
     append_jsonl,
     atomic_write_json,
     force_once,
+    input_hash,
     made_from_changes,
     make_manifest,
     read_jsonl,
@@ -58,6 +59,15 @@ class GenerationsFile:
                 raise stale_error(self.path, changes, "generate")
         else:
             atomic_write_json(self.settings_path, settings)
+
+    def changed_inputs(self) -> list[str]:
+        """The recorded inputs (base, experts, PCM) whose artifacts have changed since these were decoded."""
+        if not self.settings_path.is_file():
+            return []
+        root = self.path.parent.parent
+        recorded = json.loads(self.settings_path.read_text()).get("inputs", {})
+        now = {name: input_hash(root / name) for name in recorded}
+        return made_from_changes({"inputs": recorded}, {"inputs": now})
 
     def append(self, records: list[dict]) -> None:
         append_jsonl(self.path, records)

@@ -70,6 +70,7 @@ def test_dpo_expert_in_two_cpu_processes(base_run, tmp_path_factory):
         "expert.max_steps=4",
         "expert.batch_size=2",
         "expert.eval_samples=1",
+        "pairs.pairs_per_prompt=4",  # the shared pairs' setting (else they would be refused as made otherwise)
         "device=cpu",
     ]
     out = subprocess.run(
@@ -133,7 +134,10 @@ def test_ppo_processes_stop_their_epochs_together(base_run, tmp_path_factory):
         "expert.logging_steps=1",
         "expert.eval_samples=0",
         "device=cpu",
-        env={"PYTHONPATH": os.pathsep.join([hooks, os.environ.get("PYTHONPATH", "")]), "RLPHF_TEST_KL_RANK1": "1000"},
+        env={
+            "PYTHONPATH": os.pathsep.join([hooks, os.environ.get("PYTHONPATH", "")]),
+            "RLPHF_TEST_KL_RANK1": "1000",
+        },
     )
     log = (run / "logs" / "train-expert.log").read_text()
     assert out.returncode == 0, (out.stderr + log)[-3000:]
@@ -186,4 +190,6 @@ def test_fsdp_is_refused_for_ppo_and_the_pcm(tmp_path):
     cfg = compose([f"run_dir={tmp_path}", "launcher.num_processes=2", "launcher.accelerate_config=fsdp"])
     with pytest.raises(UserError, match="PPO does not run under FSDP"):
         refuse_fsdp(cfg, "PPO")
-    refuse_fsdp(compose([f"run_dir={tmp_path}", "launcher.num_processes=2", "launcher.accelerate_config=ddp"]), "x")
+    refuse_fsdp(
+        compose([f"run_dir={tmp_path}", "launcher.num_processes=2", "launcher.accelerate_config=ddp"]), "x"
+    )

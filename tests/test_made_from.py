@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_random_expert_run
 
+from conftest import make_random_expert_run
 from rlphf_cli.config import compose
 from rlphf_cli.errors import UserError
 from rlphf_cli.runs import RunDir, made_from, made_from_changes
@@ -94,7 +94,10 @@ def test_generations_record_the_experts_they_used_and_stop_when_one_changed(rand
 
     path = ensure_generations(_gen_cfg(random_run), "uniform")
     settings = json.loads(GenerationsFile(random_run, "uniform").settings_path.read_text())
-    assert set(settings["inputs"]) == {"base", *(f"experts/{p}" for p in ("P1A", "P1B", "P2A", "P2B", "P3A", "P3B"))}
+    assert set(settings["inputs"]) == {
+        "base",
+        *(f"experts/{p}" for p in ("P1A", "P1B", "P2A", "P2B", "P3A", "P3B")),
+    }
     ensure_generations(_gen_cfg(random_run), "uniform")  # unchanged: nothing to do
     # the P2B expert is retrained (here: its weights change and it is committed again)
     art = RunDir(random_run).artifact("experts/P2B")
@@ -103,9 +106,34 @@ def test_generations_record_the_experts_they_used_and_stop_when_one_changed(rand
         if f.name != "manifest.json":
             (work / f.name).write_bytes(f.read_bytes() + (b" " if f.suffix == ".json" else b""))
     art.commit("expert", None, pole="P2B", algo="random")
+    from rlphf_cli.evaluation import generations as for_eval
+
+    with pytest.raises(
+        UserError, match=r"uniform.jsonl was made from other settings \(input experts/P2B changed\)"
+    ):
+        for_eval.ensure(_gen_cfg(random_run), "uniform")  # eval does not judge them either
     with pytest.raises(UserError, match=r"other settings \(input experts/P2B changed\).*--force"):
         ensure_generations(_gen_cfg(random_run), "uniform")
     ensure_generations(_gen_cfg(random_run, "force=true"), "uniform")
     assert len(path.read_text().splitlines()) == 2
     with pytest.raises(UserError, match=r"generate.preference_in_prompt \(false -> true\)"):
         ensure_generations(_gen_cfg(random_run, "generate.preference_in_prompt=[uniform]"), "uniform")
+
+
+def test_a_partial_run_made_from_other_settings_is_not_resumed(tmp_path):
+    art = RunDir(tmp_path).artifact("rm/P1A")
+    before = made_from(compose(["rm.lora_r=8"]), ["rm.lora_r"])
+    art.start(before)
+    (art.work / "checkpoint").write_text("x")
+    assert art.reuse(before, "train-rm") is False and (art.work / "checkpoint").exists()  # resumed
+    after = made_from(compose(["rm.lora_r=16"]), ["rm.lora_r"])
+    with pytest.raises(
+        UserError,
+        match=r"the partial run in .*rm/P1A.partial was made from other settings \(rm.lora_r \(8 -> 16\)\)",
+    ):
+        art.reuse(after, "train-rm")
+    assert art.reuse(after, "train-rm", force=True) is False and not art.work.exists()
+    art.start(after)
+    manifest = art.commit("reward_model", None, made_from=after)
+    assert manifest["made_from"] == after and not (art.path / "made_from.json").exists()
+    assert art.reuse(after, "train-rm") is True

@@ -4,8 +4,8 @@
 import json
 
 import pytest
-from conftest import make_random_expert_run
 
+from conftest import make_random_expert_run
 from rlphf_cli.config import compose
 from rlphf_cli.errors import UserError
 from rlphf_cli.modeling import TEMPLATES, build_tokenizer, format_prompt
@@ -24,7 +24,9 @@ def test_chat_template_is_used_when_asked_and_by_default_when_the_tokenizer_has_
     with pytest.raises(UserError, match="no chat template"):
         format_prompt("chat", "hi", tok)
     tok.chat_template = CHAT
-    assert format_prompt("chat", "hi", tok) == "<s>[user] hi\n[assistant] "  # this tokenizer adds no BOS itself
+    assert (
+        format_prompt("chat", "hi", tok) == "<s>[user] hi\n[assistant] "
+    )  # this tokenizer adds no BOS itself
     assert format_prompt("auto", "hi", tok) == format_prompt("chat", "hi", tok)
     assert format_prompt("tulu", "hi", tok) == "<|user|>\nhi\n<|assistant|>\n"
     assert format_prompt("alpaca", "hi", tok).endswith("### Instruction:\nhi\n\n### Response:\n")
@@ -69,7 +71,13 @@ def test_training_prompts_from_a_local_dataset_folder(tmp_path, layout):
         folder.mkdir()
         getattr(data, f"to_{layout}")(str(folder / f"train.{layout}"))
     (tmp_path / "release").mkdir()
-    cfg = compose(["benchmark=psoups", f"benchmark.data_dir={tmp_path / 'release'}", f"benchmark.train_prompts={folder}"])
+    cfg = compose(
+        [
+            "benchmark=psoups",
+            f"benchmark.data_dir={tmp_path / 'release'}",
+            f"benchmark.train_prompts={folder}",
+        ]
+    )
     prompts = get_benchmark(cfg.benchmark).train_prompts()
     assert [p.text for p in prompts] == ["Name a colour.", "Translate the word.\nchat"]  # blank rows dropped
     assert [p.id for p in prompts] == ["alpaca-0", "alpaca-1"]

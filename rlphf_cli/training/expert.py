@@ -309,7 +309,8 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     pole_reward.__name__ = f"{pole}_{kind}"
     prompts = get_benchmark(cfg.benchmark).train_prompts()
     rows = [
-        {"prompt": format_prompt(cfg.model.prompt_template, p.text, tokenizer), "raw_prompt": p.text} for p in prompts
+        {"prompt": format_prompt(cfg.model.prompt_template, p.text, tokenizer), "raw_prompt": p.text}
+        for p in prompts
     ]
     args = GRPOConfig(
         **_common_args(cfg, checkpoints, f"expert-{pole}-grpo"),

@@ -52,7 +52,9 @@ def train_rm(cfg) -> list[Path]:
     """Train the reward models of `rm.pole` (a pole, a list, or all); complete ones are skipped."""
     poles = resolve_poles(cfg, cfg.rm.pole)
     run = RunDir(cfg.run_dir)
-    todo = [p for p in poles if not run.artifact(f"rm/{p}").reuse(rm_made_from(cfg, p), "train-rm", cfg.force)]
+    todo = [
+        p for p in poles if not run.artifact(f"rm/{p}").reuse(rm_made_from(cfg, p), "train-rm", cfg.force)
+    ]
     for pole in poles:
         if pole not in todo:
             log.info("reward model %s already complete; skipping", pole)

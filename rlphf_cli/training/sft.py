@@ -76,7 +76,12 @@ def train_sft(cfg) -> Path:
     tokenizer.save_pretrained(work)
     _remove_checkpoints(work / "checkpoints")
     base.commit("base", to_dict(cfg), source=None, trained=True, metrics=metrics, made_from=made)
-    log.info("base model saved to %s by process %d of %d", base.path, launcher.process_index(), metrics["processes"])
+    log.info(
+        "base model saved to %s by process %d of %d",
+        base.path,
+        launcher.process_index(),
+        metrics["processes"],
+    )
     return base.path
 
 
@@ -86,7 +91,10 @@ def _fit(cfg, model, tokenizer, corpus: list[dict], output_dir: Path) -> dict:
 
     template = cfg.model.prompt_template
     dataset = Dataset.from_list(
-        [{"prompt": format_prompt(template, ex["prompt"], tokenizer), "completion": ex["completion"]} for ex in corpus]
+        [
+            {"prompt": format_prompt(template, ex["prompt"], tokenizer), "completion": ex["completion"]}
+            for ex in corpus
+        ]
     )
     args = SFTConfig(
         **trainer_kwargs(cfg, output_dir, "sft"),
