@@ -184,12 +184,48 @@ def test_pcm_in_two_cpu_processes(tmp_path):
     assert shapes(saved) == shapes(fresh)
 
 
-def test_fsdp_is_refused_for_ppo_and_the_pcm(tmp_path):
-    from rlphf_cli.launcher import refuse_fsdp
+def test_sharded_parameters_are_refused_for_ppo_and_the_pcm(tmp_path):
+    from rlphf_cli.launcher import refuse_sharded_parameters
 
-    cfg = compose([f"run_dir={tmp_path}", "launcher.num_processes=2", "launcher.accelerate_config=fsdp"])
-    with pytest.raises(UserError, match="PPO does not run under FSDP"):
-        refuse_fsdp(cfg, "PPO")
-    refuse_fsdp(
-        compose([f"run_dir={tmp_path}", "launcher.num_processes=2", "launcher.accelerate_config=ddp"]), "x"
+    def cfg(name):
+        return compose(
+            [f"run_dir={tmp_path}", "launcher.num_processes=2", f"launcher.accelerate_config={name}"]
+        )
+
+    with pytest.raises(
+        UserError, match="PPO does not run under FSDP .*use launcher.accelerate_config=ddp or zero2"
+    ):
+        refuse_sharded_parameters(cfg("fsdp"), "PPO")
+    with pytest.raises(UserError, match="train-pcm does not run under ZeRO-3"):
+        refuse_sharded_parameters(cfg("zero3"), "train-pcm")
+    for name in ("ddp", "zero2"):
+        refuse_sharded_parameters(cfg(name), "PPO")
+    out = _rlphf(
+        "train-pcm", f"run_dir={tmp_path}", "launcher.num_processes=2", "launcher.accelerate_config=fsdp"
     )
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "does not run under FSDP" in out.stderr
+
+
+def test_sft_in_two_cpu_processes(tmp_path):
+    """train-sft relaunches under accelerate too: two gloo processes train the tiny base, saved once."""
+    from rlphf_cli.runs import RunDir
+
+    out = _rlphf(
+        "train-sft",
+        f"run_dir={tmp_path}",
+        "model.hidden_size=16",
+        "model.intermediate_size=32",
+        "model.num_hidden_layers=1",
+        "model.num_attention_heads=2",
+        "benchmark.sft_examples=40",
+        "sft.max_steps=3",
+        "sft.batch_size=4",
+        "launcher.num_processes=2",
+        "launcher.main_process_port=29735",
+        "device=cpu",
+    )
+    log = (tmp_path / "logs" / "train-sft.log").read_text()
+    assert out.returncode == 0, (out.stderr + log)[-3000:]
+    assert "[rank 1]" in log and log.count("base model saved to") == 1 and "by process 0 of 2" in log
+    art = RunDir(tmp_path).artifact("base")
+    assert art.manifest()["metrics"]["processes"] == 2 and (art.path / "model.safetensors").is_file()

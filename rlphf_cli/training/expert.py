@@ -136,7 +136,7 @@ def _prepare(cfg, poles: list[str]) -> None:
     base_model_path(cfg)
     run = RunDir(cfg.run_dir)
     if cfg.expert.algo == "ppo":
-        launcher.refuse_fsdp(cfg, "PPO")
+        launcher.refuse_sharded_parameters(cfg, "PPO")
     if cfg.expert.algo == "dpo":
         for pole in poles:
             pole_pairs(cfg, pole)

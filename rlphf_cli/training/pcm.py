@@ -465,7 +465,7 @@ def train_pcm(cfg, name: str = "pcm", launch: tuple | None = None) -> Path:
         log.info("PCM already complete in %s; skipping", art.path)
         return art.path
     if launcher.should_prepare():
-        launcher.refuse_fsdp(cfg, "train-pcm")
+        launcher.refuse_sharded_parameters(cfg, "train-pcm")
         base_model_path(cfg)
         if launcher.relaunch(*(launch or (cfg, "rlphf_cli.training.pcm:train_pcm"))):
             return art.path
