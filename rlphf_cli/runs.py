@@ -192,10 +192,11 @@ def made_from_changes(old: dict | None, new: dict) -> list[str]:
     return out
 
 
-def stale_error(what: str | Path, changes: list[str], command: str) -> UserError:
+def stale_error(what: str | Path, changes: list[str], command: str | None) -> UserError:
+    """One line: what changed, and the way forward (a new run_dir, or --force on `command`, or deleting it)."""
+    way = f"add --force to `rlphf {command}` to redo it" if command else f"delete {what} to make it again"
     return UserError(
-        f"{what} was made from other settings ({', '.join(changes)}); use a new run_dir, "
-        f"or add --force to `rlphf {command}` to redo it"
+        f"{what} was made from other settings ({', '.join(changes)}); use a new run_dir, or {way}"
     )
 
 
@@ -237,7 +238,7 @@ class Artifact:
             atomic_write_json(self.work / MADE_FROM_FILE, made)
         return self.work
 
-    def reuse(self, made: dict, command: str, force: bool = False) -> bool:
+    def reuse(self, made: dict, command: str | None, force: bool = False) -> bool:
         """True: complete and made from `made`, skip it. False: to be made (a partial run made from the same
         resumes). Made from other settings: a one-line error naming what changed, unless `force` (then the
         artifact and its partial run are removed, to be redone)."""

@@ -137,3 +137,23 @@ def test_a_partial_run_made_from_other_settings_is_not_resumed(tmp_path):
     manifest = art.commit("reward_model", None, made_from=after)
     assert manifest["made_from"] == after and not (art.path / "made_from.json").exists()
     assert art.reuse(after, "train-rm") is True
+
+
+def test_stale_pairs_say_delete_them_and_a_trainers_force_keeps_them(tmp_path):
+    from rlphf_cli.training.pairs import PAIRS_DIR, pairs_file
+
+    run = RunDir(tmp_path)
+    art = run.artifact(PAIRS_DIR)
+    cfg = compose([f"run_dir={tmp_path}", "pairs.pairs_per_prompt=4"])
+    from rlphf_cli.training.pairs import PAIRS_KEYS
+
+    art.start()
+    for pole in cfg.benchmark.poles:
+        (art.work / f"{pole}.json").write_text("[]")
+    art.commit("pairs", None, made_from=made_from(cfg, PAIRS_KEYS, {"base": None}))
+    forced = compose([f"run_dir={tmp_path}", "pairs.pairs_per_prompt=2", "force=true"])
+    with pytest.raises(
+        UserError, match=r"pairs_per_prompt \(4 -> 2\)\); use a new run_dir, or delete .*data/pairs"
+    ):
+        pairs_file(forced, "P1A")  # as train-rm --force reads them: the pairs are not remade
+    assert pairs_file(cfg, "P1A") == art.path / "P1A.json"

@@ -78,7 +78,9 @@ def pairs_file(cfg, pole: str) -> Path:
     """The pairs file of a pole, from the user's folder or the run (made first if missing)."""
     folder = external_pairs_dir(cfg)
     if folder is None:
-        folder = make_pairs(cfg)
+        from omegaconf import OmegaConf
+
+        folder = make_pairs(OmegaConf.merge(cfg, {"force": False}))  # `train-rm --force` keeps the pairs
     path = folder / f"{pole}.json"
     if not path.is_file():
         raise UserError(f"no pairs for pole {pole} in {folder} (expected {path.name})")
@@ -218,7 +220,8 @@ def make_pairs(cfg) -> Path:
     art = run.artifact(PAIRS_DIR)
     poles = list(cfg.benchmark.poles)
     made = made_from(cfg, PAIRS_KEYS, {"base": input_hash(run.root / "base")})
-    if art.reuse(made, "train-rm", cfg.force):
+    # no command of its own: the pipeline's --force remakes the pairs, a trainer's --force does not
+    if art.reuse(made, None, cfg.force):
         missing = [p for p in poles if not (art.path / f"{p}.json").is_file()]
         if missing:
             raise UserError(
