@@ -99,13 +99,24 @@ def test_dpo_expert_in_two_cpu_processes(base_run, tmp_path_factory):
 
 
 def _rlphf(*args, env=None, timeout=120):
-    return subprocess.run(
+    """Run `rlphf` in its own process group; on a timeout (processes waiting on each other) end them all."""
+    import signal
+
+    proc = subprocess.Popen(
         [sys.executable, "-m", "rlphf_cli", *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
+        start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def test_ppo_processes_stop_their_epochs_together(base_run, tmp_path_factory):

@@ -373,7 +373,9 @@ def _ppo_step(
     temperature = ec.temperature
     # 1. rollouts from the current policy
     unwrapped.eval()
-    enc = tokenizer([format_prompt(template, p, tokenizer) for p in batch], return_tensors="pt", padding=True).to(device)
+    enc = tokenizer(
+        [format_prompt(template, p, tokenizer) for p in batch], return_tensors="pt", padding=True
+    ).to(device)
     context = enc["input_ids"].shape[1]
     with torch.no_grad():
         generated = unwrapped.policy.generate(
