@@ -26,6 +26,11 @@ OVERRIDES = typer.Argument(
     None, help="Config overrides, key=value (e.g. run_dir=runs/x seed=1).", show_default=False
 )
 SHOW_CFG = typer.Option(False, "--cfg", help="Print the resolved config and exit without running.")
+FORCE = typer.Option(
+    False,
+    "--force",
+    help="Redo the command's artifacts even if complete (e.g. after changing their settings).",
+)
 
 log = logging.getLogger("rlphf")
 
@@ -49,7 +54,12 @@ def _expand(overrides: list[str], section: str | None) -> list[str]:
 
 
 def run_command(
-    command: str, target: str, overrides: list[str] | None, show_cfg: bool, section: str | None = None
+    command: str,
+    target: str,
+    overrides: list[str] | None,
+    show_cfg: bool,
+    section: str | None = None,
+    force: bool = False,
 ):
     """Compose and check the config, print and save it, then call `target` ("module:function") with it."""
     from rlphf_cli import logs, validate
@@ -57,7 +67,7 @@ def run_command(
     from rlphf_cli.runs import RunDir
 
     try:
-        cfg = compose(_expand(list(overrides or []), section))
+        cfg = compose(_expand(list(overrides or []), section) + (["force=true"] if force else []))
         if show_cfg:
             typer.echo(to_yaml(cfg))
             return None
@@ -81,35 +91,35 @@ def run_command(
 
 
 @app.command("train-sft")
-def train_sft(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+def train_sft(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
     """Make the run's base model: a tiny model trained on the synthetic corpus, or a real one recorded as is."""
-    run_command("train-sft", "rlphf_cli.training.sft:train_sft", overrides, cfg, "sft")
+    run_command("train-sft", "rlphf_cli.training.sft:train_sft", overrides, cfg, "sft", force)
 
 
 @app.command("train-rm")
-def train_rm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+def train_rm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
     """Train one reward model per pole from judge-labelled preference pairs (pole=P1A or pole=all)."""
-    run_command("train-rm", "rlphf_cli.training.rm:train_rm", overrides, cfg, "rm")
+    run_command("train-rm", "rlphf_cli.training.rm:train_rm", overrides, cfg, "rm", force)
 
 
 @app.command("train-expert")
-def train_expert(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+def train_expert(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
     """Train one LoRA expert per pole on the shared base (pole=P1A|all algo=dpo|ppo|grpo)."""
-    run_command("train-expert", "rlphf_cli.training.expert:train_expert", overrides, cfg, "expert")
+    run_command("train-expert", "rlphf_cli.training.expert:train_expert", overrides, cfg, "expert", force)
 
 
 @app.command("train-pcm")
-def train_pcm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+def train_pcm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
     """Train the Preference Control Model that mixes the experts token by token (online RL)."""
-    run_command("train-pcm", "rlphf_cli.training.pcm:train_pcm", overrides, cfg, "pcm")
+    run_command("train-pcm", "rlphf_cli.training.pcm:train_pcm", overrides, cfg, "pcm", force)
 
 
 @app.command("generate")
-def generate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+def generate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
     """Decode for preferences (preference=all|P1A,P2B,P3A|P1A:0.6,P2B:0.4|@users/NAME.json) with a method:
     sft|prompted|soups|mod|uniform|pcm. Weights drive soups, mod and pcm; uniform ignores them (equal weights by
     definition); prompted puts the texts of the poles with weight in the prompt, heaviest first."""
-    run_command("generate", "rlphf_cli.decoding.generate:generate", overrides, cfg, "generate")
+    run_command("generate", "rlphf_cli.decoding.generate:generate", overrides, cfg, "generate", force)
 
 
 @app.command("eval")
@@ -118,17 +128,20 @@ def evaluate(
     method: str = typer.Option(None, "--method", help="Method to evaluate (default: pcm)."),
     baseline: str = typer.Option(None, "--baseline", help="Baseline method, or `all` (default: soups)."),
     cfg: bool = SHOW_CFG,
+    force: bool = FORCE,
 ):
     """Pairwise, criterion-wise win rates of a method against a baseline (default: pcm vs soups)."""
     extra = [f"eval.method={method}"] if method else []
     extra += [f"eval.baseline={baseline}"] if baseline else []
-    run_command("eval", "rlphf_cli.evaluation.evaluate:evaluate", [*extra, *(overrides or [])], cfg, "eval")
+    run_command(
+        "eval", "rlphf_cli.evaluation.evaluate:evaluate", [*extra, *(overrides or [])], cfg, "eval", force
+    )
 
 
 @app.command("headroom")
-def headroom(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+def headroom(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
     """Measure what routing could gain: the best fixed-weight mixture of a grid and a sentence-level oracle."""
-    run_command("headroom", "rlphf_cli.evaluation.headroom:headroom", overrides, cfg, "headroom")
+    run_command("headroom", "rlphf_cli.evaluation.headroom:headroom", overrides, cfg, "headroom", force)
 
 
 @app.command("report")
@@ -151,9 +164,9 @@ def serve(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
 
 
 @app.command("pipeline")
-def pipeline(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+def pipeline(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
     """Run every stage end to end on the chosen benchmark, skipping what is complete."""
-    run_command("pipeline", "rlphf_cli.pipeline:pipeline", overrides, cfg)
+    run_command("pipeline", "rlphf_cli.pipeline:pipeline", overrides, cfg, None, force)
 
 
 def main() -> None:

@@ -32,6 +32,10 @@ class BenchmarkConfig:
     name: str = "synthetic"  # synthetic | psoups
     poles: list[str] = field(default_factory=lambda: list(CORE_POLES))
     data_dir: str | None = None  # psoups: a folder laid out as the P-Soups data release
+    # psoups: training instructions from a Hugging Face dataset id or a local dataset folder (alpaca columns
+    # instruction/input/output, or prompt) instead of <data_dir>/alpaca_gpt4_10k.json, e.g. vicgalle/alpaca-gpt4
+    train_prompts: str | None = None
+    train_prompts_split: str = "train"
     sft_examples: int = 6000  # synthetic: size of the SFT corpus
     prompted_fraction: float = 0.25  # synthetic: share of SFT examples that carry one pole's preference text
     tie_margin: float = 0.05  # synthetic judge: score differences at most this are ties
@@ -43,7 +47,9 @@ class ModelConfig:
     name_or_path: str | None = None  # hub id or local folder; None builds the tiny synthetic model
     trust_remote_code: bool = False
     dtype: str = "float32"  # float32 | bfloat16 | float16
-    prompt_template: str = "<|user|>\n{prompt}\n<|assistant|>\n"  # Tulu's chat format, as P-Soups used
+    # auto (the tokenizer's chat template when it has one, else tulu) | chat | tulu (Tulu's format, as P-Soups
+    # used) | alpaca | a string holding {prompt}
+    prompt_template: str = "auto"
     # Architecture of the tiny LLaMA-style model built for the synthetic benchmark.
     hidden_size: int = 128
     intermediate_size: int = 384
@@ -76,6 +82,9 @@ class RootConfig:
     seed: int = 0
     seeds: str = ""  # pipeline only: several seeds, e.g. 0,1,2 -> one run directory per seed under run_dir
     device: str = "auto"  # auto | cpu | cuda
+    # redo the command's artifacts even when complete (`--force`); without it an artifact made from other
+    # settings stops the command with one line naming what changed
+    force: bool = False
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)

@@ -11,9 +11,20 @@ import json
 from pathlib import Path
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.runs import RunDir, append_jsonl, atomic_write_json, make_manifest, read_jsonl
+from rlphf_cli.runs import (
+    RunDir,
+    append_jsonl,
+    atomic_write_json,
+    force_once,
+    input_hash,
+    made_from_changes,
+    make_manifest,
+    read_jsonl,
+    stale_error,
+)
 
 METHODS = ("sft", "prompted", "soups", "mod", "uniform", "pcm")
+SETTING_KEYS = {"merge": "generate.soups_merge", "prompt_template": "model.prompt_template"}
 
 
 class GenerationsFile:
@@ -31,17 +42,32 @@ class GenerationsFile:
         """Every record; a last line cut short by an interruption is dropped from the file."""
         return read_jsonl(self.path, appended=True) if self.path.exists() else []
 
-    def check_settings(self, settings: dict) -> None:
+    def check_settings(self, settings: dict, force: bool = False) -> None:
+        """Resume or skip only under the same settings and inputs (`settings["inputs"]`: the base, experts and
+        PCM decoded with); else one line naming what changed, unless `force` (then start the file over)."""
+        if force_once(self.path, force):
+            for path in (self.path, self.manifest_path, self.settings_path):
+                path.unlink(missing_ok=True)
         if self.settings_path.exists():
             old = json.loads(self.settings_path.read_text())
-            if old != settings:
-                diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-                raise UserError(
-                    f"{self.path} was made with other settings ({', '.join(diff)}); "
-                    "remove it or use another run_dir"
-                )
+            as_made = lambda x: {  # noqa: E731  (settings named as the config keys a user sets)
+                "config": {SETTING_KEYS.get(k, f"generate.{k}"): v for k, v in x.items() if k != "inputs"},
+                "inputs": x.get("inputs", {}),
+            }
+            changes = made_from_changes(as_made(old), as_made(settings))
+            if changes:
+                raise stale_error(self.path, changes, "generate")
         else:
             atomic_write_json(self.settings_path, settings)
+
+    def changed_inputs(self) -> list[str]:
+        """The recorded inputs (base, experts, PCM) whose artifacts have changed since these were decoded."""
+        if not self.settings_path.is_file():
+            return []
+        root = self.path.parent.parent
+        recorded = json.loads(self.settings_path.read_text()).get("inputs", {})
+        now = {name: input_hash(root / name) for name in recorded}
+        return made_from_changes({"inputs": recorded}, {"inputs": now})
 
     def append(self, records: list[dict]) -> None:
         append_jsonl(self.path, records)

@@ -67,6 +67,25 @@ def accelerate_config_path(name: str) -> Path:
     return path
 
 
+def refuse_sharded_parameters(cfg, what: str) -> None:
+    """PPO and the PCM generate from, and save, the unwrapped model, which FSDP and ZeRO-3 leave holding only
+    this process's shard of the parameters: refuse those configs (one line, before anything is launched)."""
+    import yaml
+
+    lc = cfg.launcher
+    if lc.num_processes <= 1 or not lc.accelerate_config:
+        return
+    data = yaml.safe_load(accelerate_config_path(lc.accelerate_config).read_text()) or {}
+    kind = data.get("distributed_type")
+    stage = (data.get("deepspeed_config") or {}).get("zero_stage")
+    if kind == "FSDP" or (kind == "DEEPSPEED" and stage == 3):
+        name = "FSDP" if kind == "FSDP" else "ZeRO-3"
+        raise UserError(
+            f"{what} does not run under {name} (it generates from the unwrapped model, which holds only a "
+            "shard of the parameters): use launcher.accelerate_config=ddp or zero2"
+        )
+
+
 def command(cfg, target: str) -> list[str]:
     """The `accelerate launch` command line that runs `target` ("module:function") in N processes."""
     lc = cfg.launcher

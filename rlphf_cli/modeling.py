@@ -40,9 +40,39 @@ def torch_dtype(name: str) -> torch.dtype:
         raise UserError(f"unknown dtype {name!r}; valid: float32, bfloat16, float16") from None
 
 
-def format_prompt(template: str, text: str) -> str:
-    """The instruction in the model's chat format; the template holds `{prompt}` (checked by validate.py)."""
-    return template.replace("{prompt}", text)
+# Named prompt formats (`model.prompt_template`); any other value is a string holding `{prompt}` once.
+TEMPLATES = {
+    "tulu": "<|user|>\n{prompt}\n<|assistant|>\n",  # Tulu's chat format, as P-Soups used
+    "alpaca": "Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.\n\n### Instruction:\n{prompt}\n\n### Response:\n",
+}
+TEMPLATE_NAMES = ("auto", "chat", *TEMPLATES)  # auto: chat when the tokenizer has a chat template, else tulu
+
+
+def uses_chat_template(template: str, tokenizer) -> bool:
+    has_one = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+    if template == "chat" and not has_one:
+        raise UserError(
+            "model.prompt_template=chat, but the tokenizer has no chat template; use tulu, alpaca or a string "
+            "with {prompt}"
+        )
+    return template == "chat" or (template == "auto" and has_one)
+
+
+def format_prompt(template: str, text: str, tokenizer=None) -> str:
+    """The instruction in the model's prompt format: the tokenizer's chat template (`chat`, or `auto` when it
+    has one), a named format (`tulu`, `alpaca`), or a string holding `{prompt}` (checked by validate.py)."""
+    if uses_chat_template(template, tokenizer):
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+        bos = tokenizer.bos_token
+        if bos and rendered.startswith(bos) and tokenizer("").input_ids[:1] == [tokenizer.bos_token_id]:
+            rendered = rendered[len(bos) :]  # the tokenizer adds BOS itself when encoding
+        return rendered
+    return TEMPLATES.get(template, TEMPLATES["tulu"] if template == "auto" else template).replace(
+        "{prompt}", text
+    )
 
 
 def sentence_end_ids(tokenizer) -> set[int]:

@@ -94,7 +94,8 @@ class RewardModelReward:
 
         adapters = self._load(list(poles))
         template = self.cfg.model.prompt_template
-        texts = [format_prompt(template, p) + r for p, r in zip(prompts, responses, strict=True)]
+        tokenizer = adapters.tokenizer
+        texts = [format_prompt(template, p, tokenizer) + r for p, r in zip(prompts, responses, strict=True)]
         return adapters.score(list(poles), texts)
 
     def score(self, pole: str, prompts: list[str], responses: list[str]) -> list[float]:

@@ -144,6 +144,72 @@ def make_manifest(kind: str, config: dict | None, content: Path | None, **extra:
     }
 
 
+# ----- what an artifact was made from: compared on every re-run, never reused silently -----
+MADE_FROM_FILE = "made_from.json"  # in a working folder: what a partial run (its checkpoints) was made from
+_forced: set[Path] = set()  # artifacts this process already redid under --force (each is redone once)
+
+
+def made_from(cfg, keys, inputs: dict[str, str | None] | None = None) -> dict:
+    """The config values an artifact depends on (dotted `keys`) and its inputs' hashes (name -> hash)."""
+    from omegaconf import OmegaConf
+
+    config = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None)
+        config[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return {"config": redact(config), "inputs": dict(inputs or {})}
+
+
+def input_hash(path: str | Path) -> str | None:
+    """An input's identity: a complete artifact's recorded content hash (and source), a file's own hash."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        manifest = json.loads((path / MANIFEST).read_text())
+        return "|".join(str(x) for x in (manifest.get("content_hash"), manifest.get("source")) if x)
+    if path.is_file():
+        return content_hash(path)
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def made_from_changes(old: dict | None, new: dict) -> list[str]:
+    """What differs, key by key; a key or an input one side does not record is not a change."""
+    if not old:
+        return []
+    out = []
+    before, now = old.get("config", {}), new.get("config", {})
+    for key in now:
+        if key in before and before[key] != now[key]:
+            out.append(f"{key} ({_short(before[key])} -> {_short(now[key])})")
+    before, now = old.get("inputs", {}), new.get("inputs", {})
+    for name in now:
+        if before.get(name) and now[name] and before[name] != now[name]:
+            out.append(f"input {name} changed")
+    return out
+
+
+def stale_error(what: str | Path, changes: list[str], command: str | None) -> UserError:
+    """One line: what changed, and the way forward (a new run_dir, or --force on `command`, or deleting it)."""
+    way = f"add --force to `rlphf {command}` to redo it" if command else f"delete {what} to make it again"
+    return UserError(
+        f"{what} was made from other settings ({', '.join(changes)}); use a new run_dir, or {way}"
+    )
+
+
+def force_once(path: Path, force: bool) -> bool:
+    """True the first time `path` is to be redone under --force in the process the user started."""
+    from rlphf_cli.launcher import in_launched_process
+
+    if not force or in_launched_process() or path in _forced:
+        return False
+    _forced.add(path)
+    return True
+
+
 class Artifact:
     """A folder in the run directory that is either complete (has a manifest) or absent/in progress."""
 
@@ -165,13 +231,36 @@ class Artifact:
     def manifest(self) -> dict:
         return json.loads(self.manifest_path.read_text())
 
-    def start(self) -> Path:
-        """Make (or reuse, to resume) the working folder and return it."""
+    def start(self, made: dict | None = None) -> Path:
+        """Make (or reuse, to resume) the working folder and return it; `made` records what it is made from."""
         self.work.mkdir(parents=True, exist_ok=True)
+        if made is not None and not (self.work / MADE_FROM_FILE).is_file():
+            atomic_write_json(self.work / MADE_FROM_FILE, made)
         return self.work
+
+    def reuse(self, made: dict, command: str | None, force: bool = False) -> bool:
+        """True: complete and made from `made`, skip it. False: to be made (a partial run made from the same
+        resumes). Made from other settings: a one-line error naming what changed, unless `force` (then the
+        artifact and its partial run are removed, to be redone)."""
+        if force_once(self.path, force):
+            shutil.rmtree(self.path, ignore_errors=True)
+            shutil.rmtree(self.work, ignore_errors=True)
+            return False
+        if self.is_complete():
+            changes = made_from_changes(self.manifest().get("made_from"), made)
+            if changes:
+                raise stale_error(self.path, changes, command)
+            return True
+        stamp = self.work / MADE_FROM_FILE
+        if stamp.is_file():
+            changes = made_from_changes(json.loads(stamp.read_text()), made)
+            if changes:
+                raise stale_error(f"the partial run in {self.work}", changes, command)
+        return False
 
     def commit(self, kind: str, config: dict | None, **extra: Any) -> dict:
         """Write the manifest into the working folder and move it into place."""
+        (self.work / MADE_FROM_FILE).unlink(missing_ok=True)  # the manifest records it (`made_from=`)
         manifest = make_manifest(kind, config, self.work, **extra)
         atomic_write_json(self.work / MANIFEST, manifest)
         if self.path.exists():  # an older, incomplete or replaced copy

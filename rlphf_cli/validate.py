@@ -71,9 +71,14 @@ def check_device(device: str) -> None:
 
 
 def check_prompt_template(template: str) -> None:
+    from rlphf_cli.modeling import TEMPLATE_NAMES
+
+    if template in TEMPLATE_NAMES:
+        return
     if template.count("{prompt}") != 1:
         raise UserError(
-            f"model.prompt_template must contain {{prompt}} once, where the instruction goes "
+            f"model.prompt_template must be one of {', '.join(TEMPLATE_NAMES)} or contain {{prompt}} once, "
+            "where the instruction goes "
             f"(e.g. '<|user|>\\n{{prompt}}\\n<|assistant|>\\n'); got {template!r}"
         )
 

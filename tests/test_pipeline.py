@@ -68,6 +68,7 @@ def test_pipeline_over_seeds_runs_each_seed_in_its_folder_and_sums_up(toy_run, t
         shutil.copytree(toy_run[0], root / f"seed{seed}")
     for stale in ("generations", "eval"):  # made with seed 0: seed 1 makes its own (resuming refuses them)
         shutil.rmtree(root / "seed1" / stale)
+    _as_if_made_with_seed(root / "seed1", 1)  # else the copies would be refused as made with seed 0
     calls = []
     real = module.run_pipeline
     monkeypatch.setattr(
@@ -78,3 +79,16 @@ def test_pipeline_over_seeds_runs_each_seed_in_its_folder_and_sums_up(toy_run, t
     assert "2 seeds" in summary and "over seeds" in summary and "sentence oracle" in summary
     assert summary.count("n=2") > 10  # every cell is over both seeds
     assert (root / "summary.md").read_text() == summary
+
+
+def _as_if_made_with_seed(run, seed: int) -> None:
+    """Rewrite what a copied run's artifacts record as their seed (they stand in for that seed's own)."""
+    import json
+
+    for path in run.rglob("manifest.json"):
+        manifest = json.loads(path.read_text())
+        config = (manifest.get("made_from") or {}).get("config", {})
+        for key in ("seed", "generate.seed"):
+            if key in config:
+                config[key] = seed
+        path.write_text(json.dumps(manifest))

@@ -58,7 +58,7 @@ def test_complete_reward_models_are_skipped(rm_run, caplog):
     art = RunDir(rm_run).artifact(f"rm/{RM_POLE}")
     before = art.manifest_path.stat().st_mtime_ns
     with caplog.at_level("INFO"):
-        train_rm(compose([f"run_dir={rm_run}", f"rm.pole={RM_POLE}"]))
+        train_rm(compose([f"run_dir={rm_run}", f"rm.pole={RM_POLE}", *TEST_OVERRIDES]))  # same settings
     assert art.manifest_path.stat().st_mtime_ns == before
     assert "already complete" in caplog.text
 

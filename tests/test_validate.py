@@ -43,7 +43,10 @@ def rlphf(monkeypatch, capsys, tmp_path):
         (["generate", "device=tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N"),
         (["train-rm", "tracking=wandb"], "tracking.mode=online needs a W&B login"),
         (["train-sft", "tracking.backend=mlflow"], "unknown tracking.backend 'mlflow'; valid: none, wandb"),
-        (["train-sft", "model.prompt_template=chat"], "model.prompt_template must contain {prompt}"),
+        (
+            ["train-sft", "model.prompt_template=plain"],
+            "model.prompt_template must be one of auto, chat, tulu, alpaca or contain {prompt} once",
+        ),
         (["pipeline", "generate.batch_size=0"], "generate.batch_size must be at least 1"),
     ],
 )

@@ -76,6 +76,10 @@ class PSoupsBenchmark:
         self.poles = list(cfg.poles)
 
     def train_prompts(self) -> list[Prompt]:
+        if self.cfg.train_prompts:  # a dataset id or folder instead of the release's file
+            from rlphf_cli.decoding.prompts import load_prompt_dataset
+
+            return load_prompt_dataset(self.cfg.train_prompts, self.cfg.train_prompts_split)
         return load_instructions(self.data_dir / TRAIN_FILE)
 
     def eval_prompts(self) -> list[Prompt]:

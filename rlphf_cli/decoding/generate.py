@@ -33,6 +33,7 @@ from rlphf_cli.errors import UserError
 from rlphf_cli.generations import METHODS, GenerationsFile
 from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
 from rlphf_cli.preferences import Preference, parse_weighted_preferences, preference_text
+from rlphf_cli.runs import RunDir, input_hash
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,26 @@ def method_settings(cfg, method: str) -> dict:
         settings["merge"] = g.soups_merge
     if method in DEFAULT_MIXING:
         settings["mixing"] = g.mixing or DEFAULT_MIXING[method]
+    settings["prompt_template"] = cfg.model.prompt_template
+    settings["preference_in_prompt"] = preference_in_prompt(cfg, method)
+    settings["inputs"] = decoded_with(cfg, method)
     return settings
+
+
+def preference_in_prompt(cfg, method: str) -> bool:
+    """Whether `method` decodes with the preference texts after the instruction (prompted always does)."""
+    return method == "prompted" or method in cfg.generate.preference_in_prompt
+
+
+def decoded_with(cfg, method: str) -> dict:
+    """The inputs a method decodes with (their hashes): the base, the experts, the PCM."""
+    root = RunDir(cfg.run_dir).root
+    inputs = {"base": input_hash(root / "base")}
+    if method not in ("sft", "prompted"):
+        inputs |= {f"experts/{p}": input_hash(root / "experts" / p) for p in cfg.benchmark.poles}
+    if method == "pcm":
+        inputs["pcm"] = input_hash(root / "pcm")
+    return inputs
 
 
 def load_eval_prompts(cfg) -> list[Prompt]:
@@ -90,8 +110,14 @@ def ensure_generations(cfg, method: str) -> Path:
         log.info("prompted states no weights: the texts of the poles with weight above zero, heaviest first")
     prompts = load_eval_prompts(cfg)
     out = GenerationsFile(cfg.run_dir, method)
+    unknown = [m for m in cfg.generate.preference_in_prompt if m not in METHODS]
+    if unknown:
+        raise UserError(
+            f"unknown method(s) {', '.join(map(repr, unknown))} in generate.preference_in_prompt; "
+            f"valid: {', '.join(METHODS)}"
+        )
     settings = method_settings(cfg, method)
-    out.check_settings(settings)
+    out.check_settings(settings, cfg.force)
     done = {(r["prompt_id"], r["combination"]) for r in out.read()}
     todo = [(p, pref) for pref in prefs for p in prompts if (p.id, pref.name) not in done]
     if todo:
@@ -121,13 +147,14 @@ def resolve_preferences(cfg, poles) -> list[Preference]:
     return parse_weighted_preferences(spec, poles)
 
 
-def method_prompt(template: str, method: str, text: str, pref: Preference) -> str:
-    """The model's input for an instruction (also `rlphf serve`'s): `prompted` appends the texts of the
-    poles with weight, heaviest first (equal weights: as written)."""
-    if method == "prompted":
+def method_prompt(cfg, method: str, text: str, pref: Preference, tokenizer=None) -> str:
+    """The model's input for an instruction (also `rlphf serve`'s). Methods in
+    `generate.preference_in_prompt` (always `prompted`) append the texts of the poles with weight, heaviest
+    first (equal weights: as written)."""
+    if preference_in_prompt(cfg, method):
         order = sorted(range(len(pref.combination)), key=lambda i: -pref.weights[i])
         text = f"{text} {preference_text(tuple(pref.combination[i] for i in order if pref.weights[i] > 0))}"
-    return format_prompt(template, text)
+    return format_prompt(cfg.model.prompt_template, text, tokenizer)
 
 
 @dataclass
@@ -168,7 +195,7 @@ class Generator:
             self.model.delete_adapter(name)
 
     def _prompt_text(self, prompt: Prompt, pref: Preference) -> str:
-        return method_prompt(self.cfg.model.prompt_template, self.method, prompt.text, pref)
+        return method_prompt(self.cfg, self.method, prompt.text, pref, self.tokenizer)
 
     def _run_batch(
         self, rows: list[tuple[Prompt, Preference]], ids: list[list[int]], soups: dict

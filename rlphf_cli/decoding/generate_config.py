@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import II
 
@@ -23,4 +23,7 @@ class GenerateConfig:
     top_p: float = 1.0
     greedy: bool = False
     batch_size: int = 16
+    # methods that decode with the preference texts after the instruction (prompted always does). The
+    # synthetic default: prompted only. P-Soups's evaluation puts them in every method's prompt.
+    preference_in_prompt: list[str] = field(default_factory=lambda: ["prompted"])
     seed: int = II("seed")  # the run's seed unless given: `rlphf generate seed=3` seeds the sampling

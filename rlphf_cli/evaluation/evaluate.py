@@ -62,11 +62,17 @@ def available_baselines(cfg, method: str) -> list[str]:
 
 def evaluate_pair(cfg, method: str, baseline: str, judge: Judge | None = None) -> Path:
     """Judge `method` against `baseline` and commit `eval/<method>_vs_<baseline>/`; returns its path."""
+    from omegaconf import OmegaConf
+
+    from rlphf_cli.runs import force_once
+
     judge = judge or get_judge(cfg)
-    paths = {m: generations.ensure(cfg, m) for m in (method, baseline)}
+    unforced = OmegaConf.merge(cfg, {"force": False})  # `eval --force` judges again; it does not regenerate
+    paths = {m: generations.ensure(unforced, m) for m in (method, baseline)}
     artifact = RunDir(cfg.run_dir).artifact(f"eval/{method}_vs_{baseline}")
     stamp = fingerprint(cfg, paths, judge)
-    if artifact.is_complete() and artifact.manifest().get("fingerprint") == stamp:
+    forced = force_once(artifact.path, cfg.force)
+    if not forced and artifact.is_complete() and artifact.manifest().get("fingerprint") == stamp:
         log.info("%s is up to date with its generations and judge", artifact.path)
         print_summary(rescore(artifact.path))
         return artifact.path

@@ -10,7 +10,7 @@ from rlphf_cli.errors import UserError
 from rlphf_cli.generations import METHODS as METHODS  # re-exported: evaluation/report.py imports it here
 from rlphf_cli.generations import GenerationsFile
 from rlphf_cli.preferences import check_poles, preference_name, split_name
-from rlphf_cli.runs import read_jsonl
+from rlphf_cli.runs import read_jsonl, stale_error
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ def ensure(cfg, method: str) -> Path:
     """The path of `method`'s complete generations, generating them first when they are missing."""
     out = GenerationsFile(cfg.run_dir, method)
     if out.is_complete():
+        changes = out.changed_inputs()  # decoded with a base, experts or PCM since replaced
+        if changes:
+            raise stale_error(out.path, changes, f"generate method={method}")
         return out.path
     try:
         from rlphf_cli.decoding.generate import ensure_generations

@@ -26,7 +26,7 @@ from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import FixedWeights, Sampler, decode
 from rlphf_cli.errors import UserError
 from rlphf_cli.preferences import all_combinations, split_name
-from rlphf_cli.runs import RunDir, atomic_write_json
+from rlphf_cli.runs import RunDir, atomic_write_json, input_hash, made_from
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class MixtureBench:
     def encode(self, text: str) -> list[int]:
         from rlphf_cli.modeling import format_prompt
 
-        return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text)).input_ids
+        return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text, self.tokenizer)).input_ids
 
     def text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
@@ -241,15 +241,39 @@ def method_scores(cfg, methods, prompt_ids=None) -> dict[str, dict]:
     return out
 
 
+HEADROOM_KEYS = (
+    "seed",
+    "model.prompt_template",
+    "benchmark.name",
+    "benchmark.data_dir",
+    "benchmark.train_prompts",
+    "benchmark.train_prompts_split",
+    "benchmark.max_eval_prompts",
+    "headroom.max_prompts",
+    "headroom.grid_steps",
+    "headroom.grid_prompts",
+    "generate.seed",
+    "generate.temperature",
+    "generate.top_k",
+    "generate.top_p",
+    "generate.greedy",
+    "generate.max_new_tokens",
+)
+
+
 def headroom(cfg) -> Path:
-    art = RunDir(cfg.run_dir).artifact("headroom")
-    if art.is_complete():
+    run = RunDir(cfg.run_dir)
+    art = run.artifact("headroom")
+    inputs = {"base": input_hash(run.root / "base")}
+    inputs |= {f"experts/{p}": input_hash(run.root / "experts" / p) for p in cfg.benchmark.poles}
+    made = made_from(cfg, HEADROOM_KEYS, inputs)
+    if art.reuse(made, "headroom", cfg.force):
         log.info("headroom already measured in %s; skipping", art.path)
         return art.path
-    work = art.start()
+    work = art.start(made)
     results = measure_headroom(cfg)
     atomic_write_json(work / "results.json", results)
-    art.commit("headroom", to_dict(cfg), mean=results["mean"])
+    art.commit("headroom", to_dict(cfg), mean=results["mean"], made_from=made)
     m = results["mean"]
     log.info(
         "headroom (mean judge score): uniform %.3f, best fixed mixture %.3f, sentence oracle %.3f",

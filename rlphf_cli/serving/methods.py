@@ -107,7 +107,7 @@ class Backend:
         if not 1 <= max_tokens <= self.cfg.serve.max_new_tokens:
             raise UserError(f"max_tokens must be 1 to {self.cfg.serve.max_new_tokens}; got {max_tokens}")
         pref = pref or Preference((), ())
-        ids = self.tokenizer(method_prompt(self.cfg.model.prompt_template, method, text, pref)).input_ids
+        ids = self.tokenizer(method_prompt(self.cfg, method, text, pref, self.tokenizer)).input_ids
         limit = self.max_positions
         if method == "pcm":  # the PCM reads the same tokens: its own positions count too
             limit = min(p for p in (limit, self.pcm.pcm.body.config.max_position_embeddings) if p)

@@ -53,3 +53,11 @@ def log_to_file(trainer):
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(LoggedProgress)
     return trainer
+
+
+def set_deepspeed_micro_batch(accelerator, size: int) -> None:
+    """Under DeepSpeed, `prepare(model, optimizer)` without a dataloader needs the micro-batch size set as an
+    int (the shipped ZeRO configs leave it to accelerate, which reads it from a dataloader)."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = int(size)

@@ -19,7 +19,7 @@ from pathlib import Path
 from rlphf_cli import launcher, tracking
 from rlphf_cli.adapters import base_fingerprint, base_model_path, check_adapter_base, lora_config
 from rlphf_cli.errors import UserError
-from rlphf_cli.runs import Artifact, RunDir, atomic_write_json
+from rlphf_cli.runs import Artifact, RunDir, atomic_write_json, input_hash, made_from
 from rlphf_cli.training.expert_config import setting
 from rlphf_cli.training.pairs import pole_pairs, resolve_poles, sample_responses
 
@@ -56,6 +56,47 @@ def _check_partial(cfg, art: Artifact, algo: str) -> None:
         atomic_write_json(stamp, current)
 
 
+EXPERT_KEYS = (
+    "seed",
+    "model.prompt_template",
+    "expert.algo",
+    "expert.lora_r",
+    "expert.lora_alpha",
+    "expert.lora_dropout",
+    "expert.lora_target_modules",
+    "expert.learning_rate",
+    "expert.lr_scheduler",
+    "expert.warmup_steps",
+    "expert.batch_size",
+    "expert.gradient_accumulation_steps",
+    "expert.max_steps",
+    "expert.num_epochs",
+    "expert.max_length",
+    "expert.max_new_tokens",
+    "expert.temperature",
+    "expert.reward",
+    "benchmark.name",
+    "benchmark.data_dir",
+    "benchmark.train_prompts",
+    "benchmark.train_prompts_split",
+)
+
+
+def expert_made_from(cfg, pole: str) -> dict:
+    """The settings of the expert's algorithm (its own section too) and its inputs: the base, and the
+    pole's pairs (dpo) or the reward it was trained against (the pole's reward model, or the benchmark)."""
+    from rlphf_cli.training.pairs import PAIRS_DIR, external_pairs_dir
+
+    root = RunDir(cfg.run_dir).root
+    inputs = {"base": input_hash(root / "base")}
+    if cfg.expert.algo == "dpo":
+        inputs[f"pairs/{pole}"] = input_hash((external_pairs_dir(cfg) or root / PAIRS_DIR) / f"{pole}.json")
+    elif cfg.expert.algo in ALGOS and reward_kind(cfg) == "reward_model":
+        inputs[f"rm/{pole}"] = input_hash(root / "rm" / pole)
+    section = f"expert.{cfg.expert.algo}" if cfg.expert.algo in ALGOS else "expert.algo"
+    return made_from(cfg, (*EXPERT_KEYS, section), inputs)
+
+
 # ----- the command -----
 def train_expert(cfg) -> list[Path]:
     """Train the experts of `expert.pole` (a pole, a list, or all) with `expert.algo`; complete ones are skipped."""
@@ -67,7 +108,7 @@ def train_expert(cfg) -> list[Path]:
     todo = []
     for pole in poles:
         art = run.artifact(f"experts/{pole}")
-        if art.is_complete():
+        if art.reuse(expert_made_from(cfg, pole), "train-expert", cfg.force):
             check_adapter_base(cfg, art, "expert")
             log.info("expert %s already complete (%s); skipping", pole, art.manifest().get("algo"))
         else:
@@ -94,6 +135,8 @@ def _prepare(cfg, poles: list[str]) -> None:
     """Check inputs and make shared data (pairs, reward models) before any training process starts."""
     base_model_path(cfg)
     run = RunDir(cfg.run_dir)
+    if cfg.expert.algo == "ppo":
+        launcher.refuse_sharded_parameters(cfg, "PPO")
     if cfg.expert.algo == "dpo":
         for pole in poles:
             pole_pairs(cfg, pole)
@@ -128,7 +171,8 @@ def train_one_expert(cfg, pole: str) -> Path:
 
     art = RunDir(cfg.run_dir).artifact(f"experts/{pole}")
     _check_partial(cfg, art, cfg.expert.algo)
-    work = art.work
+    made = expert_made_from(cfg, pole)
+    work = art.start(made)
     checkpoints = work / "checkpoints"
     train = {"dpo": _train_dpo, "grpo": _train_grpo, "ppo": _train_ppo}[cfg.expert.algo]
     stats = train(cfg, pole, work, checkpoints)
@@ -149,6 +193,7 @@ def train_one_expert(cfg, pole: str) -> Path:
             **stats,
             **check,
         },  # training figures, then the own-pole check (greedy; sampled under "sampled")
+        made_from=made,
     )
     log.info("expert %s (%s) -> %s", pole, cfg.expert.algo, art.path)
     for c in (check, check.get("sampled")):
@@ -213,7 +258,7 @@ def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     template = cfg.model.prompt_template
     rows = [
         {
-            "prompt": format_prompt(template, r["user_input"]),
+            "prompt": format_prompt(template, r["user_input"], tokenizer),
             "chosen": r["completion_a"],
             "rejected": r["completion_b"],
         }
@@ -264,7 +309,8 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     pole_reward.__name__ = f"{pole}_{kind}"
     prompts = get_benchmark(cfg.benchmark).train_prompts()
     rows = [
-        {"prompt": format_prompt(cfg.model.prompt_template, p.text), "raw_prompt": p.text} for p in prompts
+        {"prompt": format_prompt(cfg.model.prompt_template, p.text, tokenizer), "raw_prompt": p.text}
+        for p in prompts
     ]
     args = GRPOConfig(
         **_common_args(cfg, checkpoints, f"expert-{pole}-grpo"),
@@ -319,7 +365,7 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
     model = load_causal_lm(base, cfg.model, device).eval()
     prompts = bench.eval_prompts()
-    formatted = [format_prompt(cfg.model.prompt_template, p.text) for p in prompts]
+    formatted = [format_prompt(cfg.model.prompt_template, p.text, tokenizer) for p in prompts]
 
     def decode(m) -> tuple[list, list]:
         common = dict(max_new_tokens=cfg.expert.max_new_tokens, seed=cfg.seed + 1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.runs import RunDir, atomic_write_json, atomic_write_text, read_jsonl
+from rlphf_cli.runs import RunDir, atomic_write_json, atomic_write_text, input_hash, made_from, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ def pairs_file(cfg, pole: str) -> Path:
     """The pairs file of a pole, from the user's folder or the run (made first if missing)."""
     folder = external_pairs_dir(cfg)
     if folder is None:
-        folder = make_pairs(cfg)
+        from omegaconf import OmegaConf
+
+        folder = make_pairs(OmegaConf.merge(cfg, {"force": False}))  # `train-rm --force` keeps the pairs
     path = folder / f"{pole}.json"
     if not path.is_file():
         raise UserError(f"no pairs for pole {pole} in {folder} (expected {path.name})")
@@ -192,6 +194,21 @@ def label_pairs(label, pole: str, samples: list[dict]) -> tuple[list[dict], int]
 
 
 # ----- making -----
+PAIRS_KEYS = (
+    "seed",
+    "benchmark.name",
+    "benchmark.data_dir",
+    "benchmark.train_prompts",
+    "benchmark.train_prompts_split",
+    "model.prompt_template",
+    "pairs.pairs_per_prompt",
+    "pairs.max_prompts",
+    "pairs.max_new_tokens",
+    "pairs.temperature",
+    "pairs.labeler",
+)
+
+
 def make_pairs(cfg) -> Path:
     """Sample and label the run's pairs once for every pole of the benchmark; returns the folder."""
     from rlphf_cli.adapters import base_fingerprint, base_model_path
@@ -199,9 +216,12 @@ def make_pairs(cfg) -> Path:
     from rlphf_cli.config import to_dict
     from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
 
-    art = RunDir(cfg.run_dir).artifact(PAIRS_DIR)
+    run = RunDir(cfg.run_dir)
+    art = run.artifact(PAIRS_DIR)
     poles = list(cfg.benchmark.poles)
-    if art.is_complete():
+    made = made_from(cfg, PAIRS_KEYS, {"base": input_hash(run.root / "base")})
+    # no command of its own: the pipeline's --force remakes the pairs, a trainer's --force does not
+    if art.reuse(made, None, cfg.force):
         missing = [p for p in poles if not (art.path / f"{p}.json").is_file()]
         if missing:
             raise UserError(
@@ -226,7 +246,7 @@ def make_pairs(cfg) -> Path:
     log.info(
         "pairs: sampling %d x 2 responses for %d prompts from the base", pc.pairs_per_prompt, len(prompts)
     )
-    formatted = [format_prompt(cfg.model.prompt_template, p.text) for p in prompts]
+    formatted = [format_prompt(cfg.model.prompt_template, p.text, tokenizer) for p in prompts]
     responses = sample_responses(
         model,
         tokenizer,
@@ -246,7 +266,7 @@ def make_pairs(cfg) -> Path:
         }
         for p, r in zip(prompts, responses, strict=True)
     ]
-    work = art.start()
+    work = art.start(made)
     counts = {}
     for pole in poles:
         records, ties = label_pairs(label, pole, samples)
@@ -272,5 +292,6 @@ def make_pairs(cfg) -> Path:
         sampled_pairs=len(prompts) * pc.pairs_per_prompt,
         counts=counts,
         base=base_fingerprint(cfg),
+        made_from=made,
     )
     return art.path

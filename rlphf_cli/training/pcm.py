@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rlphf_cli import tracking, validate
+from rlphf_cli import launcher, tracking, validate
 from rlphf_cli.adapters import base_model_path, load_experts
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
@@ -35,7 +35,8 @@ from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.pcm.provider import PCMWeights
 from rlphf_cli.preferences import Preference, all_combinations
 from rlphf_cli.rewards import get_reward
-from rlphf_cli.runs import RunDir
+from rlphf_cli.runs import RunDir, input_hash, made_from
+from rlphf_cli.training.common import set_deepspeed_micro_batch
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,10 @@ class PCMTrainer:
         from accelerate import Accelerator
 
         self.cfg, self.p = cfg, cfg.pcm
-        self.device = resolve_device(cfg.device)
-        self.accelerator = Accelerator(cpu=self.device.type == "cpu")
+        device = resolve_device(cfg.device)
+        self.accelerator = Accelerator(cpu=device.type == "cpu")
+        # launched in several processes, each holds its own GPU (accelerate's choice)
+        self.device = self.accelerator.device if self.accelerator.num_processes > 1 else device
         self.bench = get_benchmark(cfg.benchmark)
         self.poles = list(self.bench.poles)
         self.combinations = all_combinations(self.poles)
@@ -176,7 +179,7 @@ class PCMTrainer:
         self._references: dict[str, dict[str, float]] = {}  # prompt id -> pole -> the base's greedy score
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text)).input_ids
+        return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text, self.tokenizer)).input_ids
 
     def _decode(self, provider, prompt_ids, active, generator, record=True, greedy=False, mixing="prob"):
         return decode(
@@ -264,6 +267,7 @@ class PCMTrainer:
             p, len(self.tokenizer), self.tokenizer.pad_token_id, self.poles, self.poles, self.cfg.seed
         )
         optimizer = torch.optim.AdamW(pcm.parameters(), lr=p.learning_rate)
+        set_deepspeed_micro_batch(self.accelerator, p.prompts_per_step * p.samples_per_prompt)
         pcm, optimizer = self.accelerator.prepare(pcm.to(self.device), optimizer)
         plain = self.accelerator.unwrap_model(pcm)
         start = self._resume(work, plain, optimizer)
@@ -271,7 +275,8 @@ class PCMTrainer:
         rng = random.Random(self.cfg.seed * 1000 + rank + start)
         train_prompts = self.bench.train_prompts()
         log.info("PCM: %.2fM parameters", sum(x.numel() for x in plain.parameters()) / 1e6)
-        tracker = tracking.start(self.cfg, "train-pcm")
+        main = self.accelerator.is_main_process
+        tracker = tracking.start(self.cfg, "train-pcm") if main else tracking.Run()
         history = []
         bar = tqdm(
             range(start, p.steps),
@@ -470,15 +475,63 @@ def weight_sweep(trainer: PCMTrainer, pcm: PreferenceControlModel, n_prompts: in
     return out
 
 
-def train_pcm(cfg, name: str = "pcm") -> Path:
-    """Train the PCM into `<run_dir>/<name>` (the ablation trains its other-algorithm PCM beside it)."""
+PCM_KEYS = (
+    "seed",
+    "model.prompt_template",
+    "benchmark.name",
+    "benchmark.data_dir",
+    "benchmark.train_prompts",
+    "benchmark.train_prompts_split",
+    "pcm.hidden_size",
+    "pcm.intermediate_size",
+    "pcm.num_hidden_layers",
+    "pcm.num_attention_heads",
+    "pcm.max_position_embeddings",
+    "pcm.init_from",
+    "pcm.algo",
+    "pcm.steps",
+    "pcm.prompts_per_step",
+    "pcm.samples_per_prompt",
+    "pcm.weighted_per_step",
+    "pcm.weight_concentration",
+    "pcm.update_epochs",
+    "pcm.learning_rate",
+    "pcm.rebel_eta",
+    "pcm.bt_scale",
+    "pcm.reward",
+    "pcm.max_new_tokens",
+    "pcm.temperature",
+)
+
+
+def pcm_made_from(cfg) -> dict:
+    """The PCM's settings and inputs: the base, every expert it mixes, and the reward models it learns from."""
+    root = RunDir(cfg.run_dir).root
+    inputs = {"base": input_hash(root / "base")}
+    inputs |= {f"experts/{p}": input_hash(root / "experts" / p) for p in cfg.benchmark.poles}
+    if cfg.pcm.reward == "reward_model":
+        inputs |= {f"rm/{p}": input_hash(root / "rm" / p) for p in cfg.benchmark.poles}
+    return made_from(cfg, PCM_KEYS, inputs)
+
+
+def train_pcm(cfg, name: str = "pcm", launch: tuple | None = None) -> Path:
+    """Train the PCM into `<run_dir>/<name>` (the ablation trains its other-algorithm PCM beside it).
+
+    `launch` is the (config, "module:function") that `launcher.num_processes>1` relaunches (default: this).
+    """
     validate.check_pcm(cfg)
     art = RunDir(cfg.run_dir).artifact(name)
-    if art.is_complete():
+    made = pcm_made_from(cfg)
+    if art.reuse(made, "train-pcm", cfg.force):
         log.info("PCM already complete in %s; skipping", art.path)
         return art.path
+    if launcher.should_prepare():
+        launcher.refuse_sharded_parameters(cfg, "train-pcm")
+        base_model_path(cfg)
+        if launcher.relaunch(*(launch or (cfg, "rlphf_cli.training.pcm:train_pcm"))):
+            return art.path
     trainer = PCMTrainer(cfg)
-    work = art.start()
+    work = art.start(made)
     pcm, history = trainer.train(work)
     trainer.accelerator.wait_for_everyone()
     if not trainer.accelerator.is_main_process:
@@ -495,8 +548,17 @@ def train_pcm(cfg, name: str = "pcm") -> Path:
         )
     pcm.save(work)
     (work / "checkpoint.pt").unlink(missing_ok=True)
-    art.commit("pcm", to_dict(cfg), experts=pcm.experts, poles=pcm.poles, metrics=metrics, history=history)
-    log.info("PCM saved to %s", art.path)
+    metrics["processes"] = trainer.accelerator.num_processes
+    art.commit(
+        "pcm",
+        to_dict(cfg),
+        experts=pcm.experts,
+        poles=pcm.poles,
+        metrics=metrics,
+        history=history,
+        made_from=made,
+    )
+    log.info("PCM saved to %s by process 0 of %d", art.path, metrics["processes"])
     return art.path
 
 
@@ -509,4 +571,8 @@ def train_ablation(cfg) -> Path | None:
 
     other = "rloo" if cfg.pcm.algo == "rebel" else "rebel"
     change = {"algo": other, "samples_per_prompt": 2 if other == "rebel" else cfg.pcm.samples_per_prompt}
-    return train_pcm(OmegaConf.merge(cfg, {"pcm": change}), f"ablations/pcm-{other}")
+    return train_pcm(
+        OmegaConf.merge(cfg, {"pcm": change}),
+        f"ablations/pcm-{other}",
+        launch=(cfg, "rlphf_cli.training.pcm:train_ablation"),
+    )

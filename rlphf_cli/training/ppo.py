@@ -151,6 +151,11 @@ def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     return (torch.arange(T, device=responses.device)[None, :] <= first[:, None]).float()
 
 
+def _kl_for_stop(approx_kl: torch.Tensor) -> torch.Tensor:
+    """This process's approx. KL as the early stop sees it (a seam for tests that make processes disagree)."""
+    return approx_kl.detach()
+
+
 # ----- the model -----
 class PolicyWithValueHead(nn.Module):
     """A peft causal LM and a scalar value head on its last hidden state."""
@@ -239,7 +244,7 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
     from rlphf_cli.errors import UserError
     from rlphf_cli.modeling import load_tokenizer, torch_dtype
     from rlphf_cli.rewards import get_reward
-    from rlphf_cli.training.common import trainer_kwargs
+    from rlphf_cli.training.common import set_deepspeed_micro_batch, trainer_kwargs
     from rlphf_cli.training.expert_config import setting
 
     ec, pc = cfg.expert, cfg.expert.ppo
@@ -283,6 +288,7 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
         torch.set_rng_state(state["torch_rng"])
     else:
         torch.manual_seed(cfg.seed + rank)
+    set_deepspeed_micro_batch(accelerator, pc.mini_batch_size)  # no dataloader is prepared
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     device = accelerator.device
@@ -331,12 +337,14 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
             accelerator.wait_for_everyone()
     if main:
         unwrapped.policy.save_pretrained(str(work))
+        log.info("expert %s: adapter saved by process %d of %d", pole, rank, world)
     tracker.finish()
     accelerator.wait_for_everyone()
     k = max(1, min(5, len(history) // 4))
     mean = lambda key, rows: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     return {
         "steps": total,
+        "processes": world,
         "score_first_steps": mean("score", history[:k]),
         "score_last_steps": mean("score", history[-k:]),
         "kl_last_steps": mean("kl", history[-k:]),
@@ -365,7 +373,9 @@ def _ppo_step(
     temperature = ec.temperature
     # 1. rollouts from the current policy
     unwrapped.eval()
-    enc = tokenizer([format_prompt(template, p) for p in batch], return_tensors="pt", padding=True).to(device)
+    enc = tokenizer(
+        [format_prompt(template, p, tokenizer) for p in batch], return_tensors="pt", padding=True
+    ).to(device)
     context = enc["input_ids"].shape[1]
     with torch.no_grad():
         generated = unwrapped.policy.generate(
@@ -430,8 +440,11 @@ def _ppo_step(
             pg_losses.append(pg_loss.item())
             vf_losses.append(vf_loss.item())
             clipfracs.append(clipfrac.item())
-            approx_kls.append(approx_kl.item())
-            if pc.target_kl and approx_kl.item() > 1.5 * pc.target_kl:
+            # every process decides on the KL averaged over processes, so that all stop together
+            # (one process stopping alone would leave the others waiting on its gradient sync)
+            mean_kl_mb = accelerator.reduce(_kl_for_stop(approx_kl).reshape(1), reduction="mean").item()
+            approx_kls.append(mean_kl_mb)
+            if pc.target_kl and mean_kl_mb > 1.5 * pc.target_kl:
                 stop = True
                 break
         if stop:

@@ -15,17 +15,46 @@ from pathlib import Path
 from rlphf_cli import launcher, tracking
 from rlphf_cli.adapters import base_fingerprint, base_model_path, lora_config
 from rlphf_cli.rewards import load_scoring_base, score_texts
-from rlphf_cli.runs import RunDir
-from rlphf_cli.training.pairs import pole_pairs, resolve_poles, split_pairs
+from rlphf_cli.runs import RunDir, input_hash, made_from
+from rlphf_cli.training.pairs import PAIRS_DIR, external_pairs_dir, pole_pairs, resolve_poles, split_pairs
 
 log = logging.getLogger(__name__)
+
+
+RM_KEYS = (
+    "seed",
+    "model.prompt_template",
+    "rm.lora_r",
+    "rm.lora_alpha",
+    "rm.lora_dropout",
+    "rm.lora_target_modules",
+    "rm.learning_rate",
+    "rm.lr_scheduler",
+    "rm.warmup_steps",
+    "rm.weight_decay",
+    "rm.num_epochs",
+    "rm.max_steps",
+    "rm.batch_size",
+    "rm.gradient_accumulation_steps",
+    "rm.max_length",
+    "rm.eval_fraction",
+)
+
+
+def rm_made_from(cfg, pole: str) -> dict:
+    root = RunDir(cfg.run_dir).root
+    pairs = external_pairs_dir(cfg) or root / PAIRS_DIR
+    inputs = {"base": input_hash(root / "base"), f"pairs/{pole}": input_hash(pairs / f"{pole}.json")}
+    return made_from(cfg, RM_KEYS, inputs)
 
 
 def train_rm(cfg) -> list[Path]:
     """Train the reward models of `rm.pole` (a pole, a list, or all); complete ones are skipped."""
     poles = resolve_poles(cfg, cfg.rm.pole)
     run = RunDir(cfg.run_dir)
-    todo = [p for p in poles if not run.artifact(f"rm/{p}").is_complete()]
+    todo = [
+        p for p in poles if not run.artifact(f"rm/{p}").reuse(rm_made_from(cfg, p), "train-rm", cfg.force)
+    ]
     for pole in poles:
         if pole not in todo:
             log.info("reward model %s already complete; skipping", pole)
@@ -45,13 +74,13 @@ def _prepare(cfg, poles: list[str]) -> None:
         pole_pairs(cfg, pole)
 
 
-def rm_rows(cfg, pairs: list[dict]) -> list[dict]:
+def rm_rows(cfg, pairs: list[dict], tokenizer=None) -> list[dict]:
     from rlphf_cli.modeling import format_prompt
 
     template = cfg.model.prompt_template
     return [
         {
-            "prompt": format_prompt(template, r["user_input"]),
+            "prompt": format_prompt(template, r["user_input"], tokenizer),
             "chosen": r["completion_a"],
             "rejected": r["completion_b"],
         }
@@ -70,8 +99,9 @@ def train_one_rm(cfg, pole: str) -> Path:
     art = RunDir(cfg.run_dir).artifact(f"rm/{pole}")
     pairs = pole_pairs(cfg, pole)
     train, held = split_pairs(pairs, rc.eval_fraction, cfg.seed)
+    made = rm_made_from(cfg, pole)
     model, tokenizer = load_scoring_base(cfg)
-    work = art.start()  # every process: the folder may not exist yet in a launched one
+    work = art.start(made)  # every process: the folder may not exist yet in a launched one
     checkpoints = work / "checkpoints"
     args = RewardConfig(
         **trainer_kwargs(cfg, checkpoints, f"rm-{pole}"),
@@ -91,7 +121,7 @@ def train_one_rm(cfg, pole: str) -> Path:
     trainer = RewardTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(rm_rows(cfg, train)),
+        train_dataset=Dataset.from_list(rm_rows(cfg, train, tokenizer)),
         processing_class=tokenizer,
         peft_config=lora_config(rc, "SEQ_CLS"),
     )
@@ -122,6 +152,7 @@ def train_one_rm(cfg, pole: str) -> Path:
             "steps": result.global_step,
             "processes": processes,
         },
+        made_from=made,
     )
     log.info("reward model %s: held-out accuracy %.3f on %d pairs -> %s", pole, accuracy, len(held), art.path)
     return art.path
@@ -131,7 +162,7 @@ def pairwise_accuracy(model, tokenizer, cfg, pairs: list[dict]) -> float | None:
     """Share of pairs whose chosen response scores strictly higher than the rejected one."""
     if not pairs:
         return None
-    rows = rm_rows(cfg, pairs)
+    rows = rm_rows(cfg, pairs, tokenizer)
     was_training = model.training
     chosen = score_texts(model, tokenizer, [r["prompt"] + r["chosen"] for r in rows])
     rejected = score_texts(model, tokenizer, [r["prompt"] + r["rejected"] for r in rows])

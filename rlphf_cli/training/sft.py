@@ -10,20 +10,47 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from rlphf_cli import launcher
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
 from rlphf_cli.errors import UserError
 from rlphf_cli.modeling import build_tiny_model, build_tokenizer, format_prompt, load_tokenizer
-from rlphf_cli.runs import RunDir
+from rlphf_cli.runs import RunDir, made_from
 from rlphf_cli.training.common import last_checkpoint, log_to_file, trainer_kwargs
 
 log = logging.getLogger(__name__)
 
 
+# what a base depends on: a real base its name; the tiny one the settings that train it
+REAL_BASE_KEYS = ("model.name_or_path",)
+TINY_BASE_KEYS = (
+    *REAL_BASE_KEYS,
+    "seed",
+    "benchmark.name",
+    "benchmark.sft_examples",
+    "benchmark.prompted_fraction",
+    "model.hidden_size",
+    "model.intermediate_size",
+    "model.num_hidden_layers",
+    "model.num_attention_heads",
+    "model.max_position_embeddings",
+    "model.prompt_template",
+    "sft.max_steps",
+    "sft.learning_rate",
+    "sft.batch_size",
+    "sft.warmup_steps",
+)
+
+
+def base_made_from(cfg) -> dict:
+    return made_from(cfg, REAL_BASE_KEYS if cfg.model.name_or_path else TINY_BASE_KEYS)
+
+
 def train_sft(cfg) -> Path:
     run = RunDir(cfg.run_dir)
     base = run.artifact("base")
-    if base.is_complete():
+    made = base_made_from(cfg)
+    if base.reuse(made, "train-sft", cfg.force):
         log.info("base model already complete in %s; skipping", base.path)
         return base.path
     if cfg.model.name_or_path:
@@ -34,17 +61,27 @@ def train_sft(cfg) -> Path:
         raise UserError(
             f"benchmark {bench.name!r} has no built-in corpus: set model.name_or_path to a real base"
         )
-    work = base.start()
+    if launcher.should_prepare() and launcher.relaunch(cfg, "rlphf_cli.training.sft:train_sft"):
+        return base.path
+    work = base.start(made)
     tokenizer = build_tokenizer(bench.vocabulary_text())
     corpus = bench.sft_corpus(cfg.benchmark.sft_examples, cfg.seed)
     model = build_tiny_model(cfg.model, tokenizer, cfg.seed)
     log.info("tiny base: %.2fM parameters, vocabulary %d", model.num_parameters() / 1e6, len(tokenizer))
     metrics = _fit(cfg, model, tokenizer, corpus, work / "checkpoints")
+    launcher.wait_for_everyone()
+    if not launcher.is_main_process():
+        return base.path
     model.save_pretrained(work, safe_serialization=True)
     tokenizer.save_pretrained(work)
     _remove_checkpoints(work / "checkpoints")
-    base.commit("base", to_dict(cfg), source=None, trained=True, metrics=metrics)
-    log.info("base model saved to %s", base.path)
+    base.commit("base", to_dict(cfg), source=None, trained=True, metrics=metrics, made_from=made)
+    log.info(
+        "base model saved to %s by process %d of %d",
+        base.path,
+        launcher.process_index(),
+        metrics["processes"],
+    )
     return base.path
 
 
@@ -54,7 +91,10 @@ def _fit(cfg, model, tokenizer, corpus: list[dict], output_dir: Path) -> dict:
 
     template = cfg.model.prompt_template
     dataset = Dataset.from_list(
-        [{"prompt": format_prompt(template, ex["prompt"]), "completion": ex["completion"]} for ex in corpus]
+        [
+            {"prompt": format_prompt(template, ex["prompt"], tokenizer), "completion": ex["completion"]}
+            for ex in corpus
+        ]
     )
     args = SFTConfig(
         **trainer_kwargs(cfg, output_dir, "sft"),
@@ -76,7 +116,11 @@ def _fit(cfg, model, tokenizer, corpus: list[dict], output_dir: Path) -> dict:
         SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(output_dir))
-    return {"train_loss": result.training_loss, "steps": result.global_step}
+    return {
+        "train_loss": result.training_loss,
+        "steps": result.global_step,
+        "processes": trainer.accelerator.num_processes,
+    }
 
 
 def _remove_checkpoints(folder: Path) -> None:
@@ -96,6 +140,6 @@ def _record_real_base(cfg, base) -> Path:
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model config from {name}: {str(exc).splitlines()[0]}") from None
     base.start()
-    base.commit("base", to_dict(cfg), source=name, trained=False)
+    base.commit("base", to_dict(cfg), source=name, trained=False, made_from=base_made_from(cfg))
     log.info("recorded real base model %s", name)
     return base.path
