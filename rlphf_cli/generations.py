@@ -13,7 +13,7 @@ from pathlib import Path
 from rlphf_cli.errors import UserError
 from rlphf_cli.runs import RunDir, append_jsonl, atomic_write_json, make_manifest, read_jsonl
 
-METHODS = ("sft", "prompted", "soups", "mod", "uniform", "pcm")
+METHODS = ("sft", "prompted", "soups", "mod", "uniform", "genarm", "pcm")
 
 
 class GenerationsFile:

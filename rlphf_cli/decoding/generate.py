@@ -2,7 +2,12 @@
 
 Methods: sft (the base), prompted (the base with the preference texts in the prompt), soups (the chosen
 experts merged into one adapter per combination), mod (fixed weights, log-space mixing), uniform (fixed
-uniform weights, probability-space mixing), pcm (weights from the trained preference control model).
+uniform weights, probability-space mixing), genarm (the base guided by the combination's autoregressive
+reward models, GenARM: log p_base + sum_i alpha_i log p_ARM_i, renormalised, with alpha_i the preference's
+weight i times `generate.genarm_alpha`), pcm (weights from the trained preference control model).
+
+GenARM's released code samples that mixture at temperature 1; here every method samples at
+`generate.temperature`, so that the table compares methods, not temperatures.
 """
 
 from __future__ import annotations
@@ -30,11 +35,16 @@ from rlphf_cli.preferences import Preference, parse_weighted_preferences, prefer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIXING = {"mod": "log", "uniform": "prob", "pcm": "prob"}
+DEFAULT_MIXING = {"mod": "log", "uniform": "prob", "pcm": "prob", "genarm": "log"}
 
 
 def generate(cfg) -> Path:
     return ensure_generations(cfg, cfg.generate.method)
+
+
+def genarm_weights(pref_weights, strength: float) -> list[float]:
+    """GenARM's weights over [base, ARM_1, ...] in log space: the base at 1, ARM i at alpha_i = w_i x strength."""
+    return [1.0, *(float(w) * strength for w in pref_weights)]
 
 
 def method_settings(cfg, method: str) -> dict:
@@ -52,6 +62,8 @@ def method_settings(cfg, method: str) -> dict:
     }
     if method == "soups":
         settings["merge"] = g.soups_merge
+    if method == "genarm":
+        settings["genarm_alpha"] = g.genarm_alpha
     if method in DEFAULT_MIXING:
         settings["mixing"] = g.mixing or DEFAULT_MIXING[method]
     return settings
@@ -113,7 +125,10 @@ class Generator:
         self.tokenizer = load_tokenizer(base_path, cfg.model.trust_remote_code)
         base = load_causal_lm(base_path, cfg.model, self.device).eval()
         poles = sorted({p for _, pref in todo for p in pref.combination})
-        self.model = base if self.method in ("sft", "prompted") else load_experts(cfg, base, poles)
+        if self.method in ("sft", "prompted"):
+            self.model = base
+        else:  # genarm: the combination's autoregressive reward models, named by their poles
+            self.model = load_experts(cfg, base, poles, "arms" if self.method == "genarm" else "experts")
         self.pcm = None
         if self.method == "pcm":
             from rlphf_cli.pcm.provider import load_pcm
@@ -184,6 +199,8 @@ class Generator:
         if self.method == "soups":
             merge = self.cfg.generate.soups_merge
             return [add_soup(self.model, list(pref.combination), list(pref.weights), merge)], {"merge": merge}
+        if self.method == "genarm":  # the base is one more row, with no adapter
+            return [BASE, *pref.combination], {"mixing": self.mixing, "genarm_alpha": self.cfg.generate.genarm_alpha}
         return list(pref.combination), {"mixing": self.mixing}
 
     def _provider(self, pref: Preference, batch: int, active: list[str]):
@@ -193,6 +210,8 @@ class Generator:
             weights = torch.full((batch, len(active)), 1.0 / len(active))
         elif self.method == "mod":
             weights = torch.tensor([list(pref.weights)] * batch)
+        elif self.method == "genarm":
+            weights = torch.tensor([genarm_weights(pref.weights, self.cfg.generate.genarm_alpha)] * batch)
         else:
             weights = torch.ones(batch, 1)
         return FixedWeights(weights.to(self.device))
