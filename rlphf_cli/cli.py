@@ -94,7 +94,7 @@ def train_rm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
 
 @app.command("train-expert")
 def train_expert(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
-    """Train one LoRA expert per pole on the shared base (pole=P1A|all algo=dpo|ppo|grpo)."""
+    """Train one LoRA expert per pole on the shared base (pole=P1A|all algo=dpo|ppo|grpo), or GenARM's reward models (algo=arm)."""
     run_command("train-expert", "rlphf_cli.training.expert:train_expert", overrides, cfg, "expert")
 
 
@@ -106,7 +106,7 @@ def train_pcm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
 
 @app.command("generate")
 def generate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
-    """Decode for preferences (preference=all|P1A,P2B,P3A) with a method: sft|prompted|soups|mod|uniform|pcm."""
+    """Decode for preferences (preference=all|P1A,P2B,P3A) with a method: sft|prompted|soups|mod|uniform|genarm|pcm."""
     run_command("generate", "rlphf_cli.decoding.generate:generate", overrides, cfg, "generate")
 
 

@@ -157,7 +157,10 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
     if experts:
         lines += ["## Experts against the base on their own pole (held-out prompts, benchmark judge)", ""]
         if any(m.get("algo") == "arm" for _, m in experts):
-            lines += ["Rows `arm`: the base guided by the pole's GenARM reward model, against the base alone.", ""]
+            lines += [
+                "Rows `arm`: the base guided by the pole's GenARM reward model, against the base alone.",
+                "",
+            ]
         lines += [
             "| pole | algo | decoding | non-tied win rate % | wins / losses / ties | judge score expert / base | invalid % expert / base |",
             "|---|---|---|---|---|---|---|",

@@ -200,7 +200,10 @@ class Generator:
             merge = self.cfg.generate.soups_merge
             return [add_soup(self.model, list(pref.combination), list(pref.weights), merge)], {"merge": merge}
         if self.method == "genarm":  # the base is one more row, with no adapter
-            return [BASE, *pref.combination], {"mixing": self.mixing, "genarm_alpha": self.cfg.generate.genarm_alpha}
+            return [BASE, *pref.combination], {
+                "mixing": self.mixing,
+                "genarm_alpha": self.cfg.generate.genarm_alpha,
+            }
         return list(pref.combination), {"mixing": self.mixing}
 
     def _provider(self, pref: Preference, batch: int, active: list[str]):

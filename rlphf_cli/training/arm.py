@@ -71,7 +71,9 @@ def train_arm(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     from rlphf_cli.training.expert import _fit
 
     trainer = arm_trainer(cfg, pole, checkpoints)
-    log.info("ARM %s: GenARM's loss (beta %g) on %d pairs", pole, setting(cfg, "beta"), len(trainer.train_dataset))
+    log.info(
+        "ARM %s: GenARM's loss (beta %g) on %d pairs", pole, setting(cfg, "beta"), len(trainer.train_dataset)
+    )
     return _fit(trainer, checkpoints, work, pole)
 
 

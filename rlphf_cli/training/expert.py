@@ -76,7 +76,11 @@ def train_expert(cfg) -> list[Path]:
         art = run.artifact(artifact_name(algo, pole))
         if art.is_complete():
             check_adapter_base(cfg, art, "expert")
-            log.info("%s already complete (%s); skipping", art.path.relative_to(run.root), art.manifest().get("algo"))
+            log.info(
+                "%s already complete (%s); skipping",
+                art.path.relative_to(run.root),
+                art.manifest().get("algo"),
+            )
         else:
             todo.append(pole)
     if todo and launcher.should_prepare():
@@ -132,7 +136,6 @@ def _prepare(cfg, poles: list[str]) -> None:
 
 def train_one_expert(cfg, pole: str) -> Path:
     from rlphf_cli.config import to_dict
-
     from rlphf_cli.training import arm
 
     algo = cfg.expert.algo
