@@ -163,11 +163,13 @@ def train_one_expert(cfg, pole: str) -> Path:
             **check,
         },  # training figures, then the own-pole check (greedy; sampled under "sampled")
     )
-    log.info("expert %s (%s) -> %s", pole, algo, art.path)
+    what = "ARM" if algo == "arm" else "expert"
+    log.info("%s %s (%s) -> %s", what, pole, algo, art.path)
     for c in (check, check.get("sampled")):
         if c and c.get("win_rate_vs_base") is not None:
             log.info(
-                "expert %s, %s: beats the base on %s in %.0f%% of non-tied held-out comparisons; judge score %.3f -> %.3f",
+                "%s %s, %s: beats the base on %s in %.0f%% of non-tied held-out comparisons; judge score %.3f -> %.3f",
+                what,
                 pole,
                 c["decoding"],
                 pole,
