@@ -106,7 +106,9 @@ def train_pcm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
 
 @app.command("generate")
 def generate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
-    """Decode for preferences (preference=all|P1A,P2B,P3A) with a method: sft|prompted|soups|mod|uniform|genarm|pcm."""
+    """Decode for preferences (preference=all|P1A,P2B,P3A|P1A:0.6,P2B:0.4|@users/NAME.json) with a method:
+    sft|prompted|soups|mod|uniform|genarm|pcm. Weights drive soups, mod, genarm and pcm; uniform ignores them (equal weights by
+    definition); prompted puts the texts of the poles with weight in the prompt, heaviest first."""
     run_command("generate", "rlphf_cli.decoding.generate:generate", overrides, cfg, "generate")
 
 
@@ -133,6 +135,19 @@ def headroom(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
 def report(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """Gather every evaluation in the run directory into one table of methods x baselines."""
     run_command("report", "rlphf_cli.evaluation.report:report", overrides, cfg, "eval")
+
+
+@app.command("personalize")
+def personalize(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """Infer a user's weights from pairwise answers (PReF): mode=fit answers=F.jsonl user=NAME | mode=interactive
+    user=NAME | mode=simulate. Writes users/NAME.json; generate with preference=@users/NAME.json."""
+    run_command("personalize", "rlphf_cli.personalize.run:personalize", overrides, cfg, "personalize")
+
+
+@app.command("serve")
+def serve(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """An OpenAI-compatible HTTP server on the run's methods (model=pcm|uniform|mod|soups|sft..., body field preference)."""
+    run_command("serve", "rlphf_cli.serving.server:serve", overrides, cfg, "serve")
 
 
 @app.command("pipeline")

@@ -18,6 +18,8 @@ from rlphf_cli.decoding.generate_config import GenerateConfig
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.eval_config import EvalConfig
 from rlphf_cli.evaluation.headroom_config import HeadroomConfig
+from rlphf_cli.personalize.personalize_config import PersonalizeConfig
+from rlphf_cli.serving.serve_config import ServeConfig
 from rlphf_cli.training.expert_config import ExpertConfig, LauncherConfig
 from rlphf_cli.training.pcm_config import PCMConfig
 from rlphf_cli.training.rm_config import PairsConfig, RewardModelConfig
@@ -84,6 +86,8 @@ class RootConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     headroom: HeadroomConfig = field(default_factory=HeadroomConfig)
+    personalize: PersonalizeConfig = field(default_factory=PersonalizeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

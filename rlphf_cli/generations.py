@@ -17,8 +17,8 @@ METHODS = ("sft", "prompted", "soups", "mod", "uniform", "genarm", "pcm")
 
 
 class GenerationsFile:
-    def __init__(self, run_dir: str | Path, method: str):
-        folder = RunDir(run_dir).root / "generations"
+    def __init__(self, run_dir: str | Path, method: str, folder: str = "generations"):
+        folder = RunDir(run_dir).root / folder
         self.method = method
         self.path = folder / f"{method}.jsonl"
         self.manifest_path = folder / f"{method}.manifest.json"

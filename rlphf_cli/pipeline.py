@@ -111,10 +111,15 @@ def pipeline(cfg) -> Path:
 
 
 def run_pipeline(cfg) -> Path:
+    from rlphf_cli.benchmarks import get_benchmark
     from rlphf_cli.training.pairs import external_pairs_dir
 
     run = RunDir(cfg.run_dir)
-    stages = [(name, fn) for name, fn in STAGES if not (name == "pairs" and external_pairs_dir(cfg))]
+    skip = {"pairs"} if external_pairs_dir(cfg) else set()
+    if not hasattr(get_benchmark(cfg.benchmark), "score"):
+        skip.add("headroom")  # it needs a programmatic judge (the synthetic benchmark's); P-Soups has none
+        console.print("headroom skipped: the benchmark has no programmatic judge")
+    stages = [(name, fn) for name, fn in STAGES if name not in skip]
     timings: list[tuple[str, float]] = []
     for i, (name, target) in enumerate(stages, 1):
         console.rule(f"[bold]stage {i}/{len(stages)}: {name}")
@@ -154,7 +159,7 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
         lines += _mixtures_section(run, cfg)
     lines += _pcm_section(run)
     experts = [*_manifests(run, "experts").items(), *_manifests(run, "arms").items()]
-    if experts:
+    if any("win_rate_vs_base" in m.get("metrics", {}) for _, m in experts):  # none without a benchmark judge
         lines += ["## Experts against the base on their own pole (held-out prompts, benchmark judge)", ""]
         if any(m.get("algo") == "arm" for _, m in experts):
             lines += [
@@ -268,6 +273,22 @@ def _pcm_section(run: RunDir) -> list[str]:
             )
     if ablations:
         lines += ["Ablations (held-out mean normalised reward):", "", *ablations, ""]
+    sweep = metrics.get("weight_sweep")
+    if sweep:
+        lines += [
+            "Moving a dimension's weight from one pole to the other (the other dimensions' first poles share "
+            "the rest): the judge's mean score on the second pole, held-out prompts:",
+            "",
+            "| dimension (first -> second pole) | first 0.6 | first 0.2 | second 0.2 | second 0.6 | rising |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {dim} ({x['points'][0].split()[0]} -> {x['score_of']}) | "
+                + " | ".join(f"{v:.3f}" for v in x["scores"])
+                + f" | {'yes' if x['monotone'] else 'no'} |"
+                for dim, x in sweep.items()
+            ),
+            "",
+        ]
     by_role = metrics.get("weight_by_token_role")
     if by_role:
         roles = list(next(iter(by_role.values())))

@@ -112,39 +112,89 @@ def preference_text(combination: Combination) -> str:
     return " ".join(POLES[p].text for p in combination)
 
 
+def _is_equal(weights: Sequence[float]) -> bool:
+    return all(abs(w - weights[0]) <= 1e-9 for w in weights)
+
+
+def format_weight(w: float) -> str:
+    return f"{w:.4g}"
+
+
 @dataclass(frozen=True)
 class Preference:
-    """A combination of poles and the weight of each (equal unless given as `P1A:0.7,P2B:0.3`)."""
+    """A combination of poles and the weight of each (equal unless given as `P1A:0.7,P2B:0.3`).
+
+    Its name is its identity in every file and table: `P1A,P2B,P3A` for equal weights (the binary
+    combinations), `P1A=0.7,P2B=0.3` otherwise (weights to 4 significant digits).
+    """
 
     combination: Combination
     weights: tuple[float, ...]
+    user: str | None = None  # the user file it came from (`preference=@users/NAME.json`), if any
 
     @property
     def name(self) -> str:
-        return combination_name(self.combination)
+        return preference_name(self.combination, self.weights)
+
+    @property
+    def weighted(self) -> bool:
+        return not _is_equal(self.weights)
+
+
+def preference_name(combination: Combination, weights: Sequence[float]) -> str:
+    if _is_equal(weights):
+        return combination_name(combination)
+    return ",".join(f"{p}={format_weight(w)}" for p, w in zip(combination, weights, strict=True))
+
+
+def split_name(name: str) -> tuple[list[str], list[float]]:
+    """A preference name's poles and weights: `P1A,P2B` -> equal weights; `P1A=0.7,P2B=0.3` as written."""
+    poles, weights = [], []
+    for item in str(name).split(","):
+        pole, _, weight = item.partition("=")
+        poles.append(pole.strip())
+        weights.append(float(weight) if weight else None)
+    if all(w is None for w in weights):
+        return poles, [1.0 / len(poles)] * len(poles)
+    return poles, [w or 0.0 for w in weights]
 
 
 def parse_weighted_preferences(spec: str, poles: Sequence[str]) -> list[Preference]:
-    """Like `parse_preference`, but each pole may carry a weight: `P1A:0.5,P2B:0.3,P3A:0.2`.
+    """Like `parse_preference`, but each pole may carry a weight: `P1A:0.5,P2B:0.3,P3A:0.2` (`=` also works,
+    so a preference's own name parses back to it).
 
-    Negative weights are refused; weights that do not sum to 1 are normalised, with a warning.
+    Negative, non-finite or malformed weights, empty parts and a trailing `;` are refused; weights that do
+    not sum to 1 are normalised, with a warning.
     """
     import logging
+    import math
 
+    spec = (spec or "all").strip()
     out = []
-    for part in (spec or "all").split(";"):
-        names, weights = [], []
-        for item in part.split(","):
-            name, _, weight = item.partition(":")
-            names.append(name)
-            try:
-                weights.append(float(weight) if weight else None)
-            except ValueError:
-                raise UserError(f"bad weight {weight!r} for {name.strip()} in preference {part!r}") from None
-        (combination,) = parse_preference(",".join(names), poles) if part.strip() != "all" else [None]
-        if combination is None:
+    for part in spec.split(";"):
+        if not part.strip():
+            raise UserError(f"empty preference in {spec!r} (a stray or trailing `;`?)")
+        if part.strip() == "all":
             out += [Preference(c, (1.0 / len(c),) * len(c)) for c in all_combinations(poles)]
             continue
+        names, weights = [], []
+        for item in part.split(","):
+            name, sep, weight = item.replace("=", ":").partition(":")
+            if not name.strip():
+                raise UserError(f"empty pole in preference {part!r} (a stray `,`?)")
+            if sep and not weight.strip():
+                raise UserError(f"empty weight for {name.strip()} in preference {part!r}")
+            names.append(name)
+            try:
+                w = float(weight) if sep else None
+            except ValueError:
+                raise UserError(f"bad weight {weight!r} for {name.strip()} in preference {part!r}") from None
+            if w is not None and not math.isfinite(w):
+                raise UserError(
+                    f"weight {weight.strip()!r} for {name.strip()} in preference {part!r} is not finite"
+                )
+            weights.append(w)
+        (combination,) = parse_preference(",".join(names), poles)
         if all(w is None for w in weights):
             out.append(Preference(combination, (1.0 / len(combination),) * len(combination)))
             continue
@@ -155,7 +205,7 @@ def parse_weighted_preferences(spec: str, poles: Sequence[str]) -> list[Preferen
         total = sum(weights)
         if total <= 0:
             raise UserError(f"preference {part!r}: weights sum to zero")
-        if abs(total - 1.0) > 1e-6:
+        if abs(total - 1.0) > 1e-3:
             logging.getLogger(__name__).warning(
                 "preference %s: weights sum to %g; normalised to 1", part, total
             )

@@ -3,6 +3,7 @@
 One interface for every consumer (GRPO/PPO experts, the PCM, the reward-model judge):
     reward = get_reward(cfg, kind)            # kind: judge | reward_model
     reward.score(pole, prompts, responses)    # -> list[float], higher is better
+    reward.score_poles(poles, prompts, responses)   # -> {pole: list[float]}, one pass over all poles
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from rlphf_cli.runs import RunDir
 class Reward(Protocol):
     def score(self, pole: str, prompts: list[str], responses: list[str]) -> list[float]: ...
 
+    def score_poles(
+        self, poles: list[str], prompts: list[str], responses: list[str]
+    ) -> dict[str, list[float]]: ...
+
 
 class JudgeReward:
     """The benchmark's programmatic judge: scores in [0, 1] for valid responses, -1 for invalid ones."""
@@ -33,31 +38,67 @@ class JudgeReward:
     def score(self, pole: str, prompts: list[str], responses: list[str]) -> list[float]:
         return [self.benchmark.score(pole, p, r) for p, r in zip(prompts, responses, strict=True)]
 
+    def score_poles(
+        self, poles: list[str], prompts: list[str], responses: list[str]
+    ) -> dict[str, list[float]]:
+        return {pole: self.score(pole, prompts, responses) for pole in poles}
+
 
 class RewardModelReward:
-    """The run's reward models, `rm/<pole>/` (a LoRA adapter with its score head on the base)."""
+    """The run's reward models, `rm/<pole>/`: LoRA adapters with their score heads on one base (reward_models.py).
 
-    def __init__(self, cfg, device: torch.device | None = None, batch_size: int = 32):
+    `model` is a base to share (train-pcm passes its experts' peft model); without one the run's base is loaded once.
+    """
+
+    def __init__(self, cfg, device: torch.device | None = None, batch_size: int = 32, model=None):
         from rlphf_cli.modeling import resolve_device
 
         self.cfg = cfg
         self.run = RunDir(cfg.run_dir)
         self.device = device or resolve_device(cfg.device)
         self.batch_size = batch_size
-        self._models: dict[str, tuple] = {}
+        self._shared = model
+        self._adapters = None
 
-    def _load(self, pole: str):
-        if pole not in self._models:
-            self._models[pole] = load_reward_model(self.cfg, pole, self.device)
-        return self._models[pole]
+    def _load(self, poles: list[str]):
+        from rlphf_cli.modeling import load_tokenizer
+        from rlphf_cli.reward_models import RewardAdapters
 
-    def score(self, pole: str, prompts: list[str], responses: list[str]) -> list[float]:
+        arts = {}
+        for pole in poles:
+            art = self.run.artifact(f"rm/{pole}")
+            if not art.is_complete():
+                raise UserError(
+                    f"no reward model for {pole} in {art.path}: run `rlphf train-rm pole={pole}` first"
+                )
+            check_adapter_base(self.cfg, art, "reward model")
+            arts[pole] = art
+        if self._adapters is None:
+            if self._shared is None:  # the body without an LM head: what train-rm trained on
+                model, tokenizer = load_scoring_base(self.cfg)
+                model = model.to(self.device).eval()
+            else:
+                model = self._shared
+                tokenizer = load_tokenizer(base_model_path(self.cfg), self.cfg.model.trust_remote_code)
+            self._adapters = RewardAdapters(model, tokenizer, self.batch_size)
+        for pole, art in arts.items():
+            with explain_load_failure(f"reward model {art.path}", base_model_path(self.cfg)):
+                self._adapters.add(pole, art.path)
+        return self._adapters
+
+    def score_poles(
+        self, poles: list[str], prompts: list[str], responses: list[str]
+    ) -> dict[str, list[float]]:
+        """Every pole's scores of the same responses, in one forward per batch over all poles."""
         from rlphf_cli.modeling import format_prompt
 
-        model, tokenizer = self._load(pole)
+        adapters = self._load(list(poles))
         template = self.cfg.model.prompt_template
         texts = [format_prompt(template, p) + r for p, r in zip(prompts, responses, strict=True)]
-        return score_texts(model, tokenizer, texts, self.batch_size)
+        return adapters.score(list(poles), texts)
+
+    def score(self, pole: str, prompts: list[str], responses: list[str]) -> list[float]:
+        return self.score_poles([pole], prompts, responses)[pole]
 
 
 @torch.no_grad()
@@ -91,25 +132,12 @@ def load_scoring_base(cfg):
     return model, tokenizer
 
 
-def load_reward_model(cfg, pole: str, device: torch.device):
-    """Load `rm/<pole>` onto the base as a merged sequence classifier; returns (model, tokenizer)."""
-    from peft import PeftModel
-
-    art = RunDir(cfg.run_dir).artifact(f"rm/{pole}")
-    if not art.is_complete():
-        raise UserError(f"no reward model for {pole} in {art.path}: run `rlphf train-rm pole={pole}` first")
-    check_adapter_base(cfg, art, "reward model")
-    model, tokenizer = load_scoring_base(cfg)
-    with explain_load_failure(f"reward model {art.path}", base_model_path(cfg)):
-        model = PeftModel.from_pretrained(model, str(art.path)).merge_and_unload()
-    return model.to(device).eval(), tokenizer
-
-
-def get_reward(cfg, kind: str) -> Reward:
+def get_reward(cfg, kind: str, model=None) -> Reward:
+    """`model`: a base already in memory for reward models to share (reward_model only)."""
     if kind == "judge":
         from rlphf_cli.benchmarks import get_benchmark
 
         return JudgeReward(get_benchmark(cfg.benchmark))
     if kind == "reward_model":
-        return RewardModelReward(cfg)
+        return RewardModelReward(cfg, model=model)
     raise UserError(f"unknown reward {kind!r}; valid: judge, reward_model")

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from rlphf_cli.errors import UserError
 
 TRAINING_COMMANDS = ("train-sft", "train-rm", "train-expert", "train-pcm", "pipeline")
-GENERATING_COMMANDS = ("generate", "eval", "pipeline")  # eval generates what it lacks
+GENERATING_COMMANDS = ("generate", "eval", "pipeline", "personalize", "serve")  # eval generates what it lacks
 TRACKING_MODES = ("online", "offline", "disabled")
 
 
@@ -29,8 +29,30 @@ def check(cfg, command: str) -> None:
         check_tracking(cfg.tracking)
     if command in GENERATING_COMMANDS:
         check_generate(cfg.generate)
+    if command == "generate" and not str(cfg.generate.preference).strip().startswith("@"):
+        import logging
+
+        from rlphf_cli.preferences import parse_weighted_preferences
+
+        quiet = logging.getLogger(
+            "rlphf_cli.preferences"
+        )  # its normalisation warning comes once, from generate
+        quiet.disabled = True
+        try:
+            parse_weighted_preferences(str(cfg.generate.preference), list(cfg.benchmark.poles))  # bad: exit 2
+        finally:
+            quiet.disabled = False
     if command in ("train-pcm", "pipeline"):
         check_pcm(cfg)
+    if command == "serve":
+        check_serve(cfg.serve)
+
+
+def check_serve(s) -> None:
+    if not 0 < s.port < 65536:
+        raise UserError(f"serve.port must be 1 to 65535; got {s.port}")
+    _at_least("serve", s, "max_batch", 1)
+    _at_least("serve", s, "max_new_tokens", 1)
 
 
 def check_run_dir(run_dir: str) -> None:
@@ -125,6 +147,9 @@ def check_pcm(cfg, train_prompts: int | None = None) -> None:
     for key in ("steps", "prompts_per_step", "update_epochs", "max_new_tokens", "save_steps"):
         _at_least("pcm", p, key, 1)
     _at_least("pcm", p, "eval_prompts", 0)
+    _at_least("pcm", p, "weighted_per_step", 0)
+    if not p.weight_concentration > 0:
+        raise UserError(f"pcm.weight_concentration must be above 0, got {p.weight_concentration}")
     if p.temperature <= 0:
         raise UserError(f"pcm.temperature must be above 0 (the PCM learns from samples), got {p.temperature}")
     if p.reward not in ("judge", "reward_model"):

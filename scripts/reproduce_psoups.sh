@@ -8,12 +8,13 @@ set -euo pipefail
 GPUS=${GPUS:-8}; RUN=${RUN:-runs/psoups}
 COMMON=(benchmark=psoups "benchmark.data_dir=$DATA" "model.name_or_path=$BASE" "run_dir=$RUN")
 LAUNCH=("launcher.num_processes=$GPUS" "launcher.accelerate_config=${ACCEL:-ddp}")
+JUDGE=(eval.judge.kind=llm ${JUDGE_URL:+eval.judge.base_url=$JUDGE_URL} ${JUDGE_MODEL:+eval.judge.model=$JUDGE_MODEL})
 rlphf train-sft "${COMMON[@]}"
-rlphf train-rm "${COMMON[@]}" "${LAUNCH[@]}" pole=all
+# without $DATA/rm_training/ the pairs are sampled here and labelled by the judge (pairs.labeler=llm)
+rlphf train-rm "${COMMON[@]}" "${JUDGE[@]}" "${LAUNCH[@]}" pole=all
 rlphf train-expert "${COMMON[@]}" "${LAUNCH[@]}" pole=all algo="${ALGO:-ppo}"
 rlphf train-pcm "${COMMON[@]}" ${PCM_INIT:+pcm.init_from=$PCM_INIT}
 for m in pcm soups prompted sft mod uniform; do rlphf generate "${COMMON[@]}" method=$m; done
-JUDGE=(eval.judge.kind=llm ${JUDGE_URL:+eval.judge.base_url=$JUDGE_URL} ${JUDGE_MODEL:+eval.judge.model=$JUDGE_MODEL})
 rlphf eval "${COMMON[@]}" "${JUDGE[@]}" --method pcm --baseline all
 rlphf eval "${COMMON[@]}" "${JUDGE[@]}" --method soups --baseline prompted
 rlphf report "${COMMON[@]}" "${JUDGE[@]}"

@@ -191,3 +191,28 @@ def test_a_tiny_top_p_keeps_the_most_likely_token():
     for top_p in (1e-9, 0.0):
         picks = Sampler(top_p=top_p)(logp, torch.Generator().manual_seed(0))
         assert picks.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("path", ["stacked", "peft", "separate"])
+@pytest.mark.parametrize("mixing", ["prob", "log"])
+def test_rows_with_their_own_experts_and_weights_decode_as_alone(peft_model, path, mixing):
+    """A batch whose rows mix different experts with different weights (one padded with BASE at weight 0)
+    gives every row the greedy tokens it gets decoded on its own."""
+    rows = [["P1A", "P2B"], ["P3A", "P1A"], ["P2B", BASE], ["P2B", "P3A"]]
+    weights = [[0.7, 0.3], [0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]
+    prompts = PROMPTS + [[20, 21, 22]]
+    if path == "separate":
+        experts = SeparateExperts({name: tiny_base(seed=i) for i, name in enumerate([*NAMES, BASE])})
+    else:
+        experts = AdapterExperts(peft_model, stacked=path == "stacked")
+    w = torch.tensor(weights)
+    kw = dict(
+        eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=12, mixing=mixing, sampler=Sampler(greedy=True)
+    )
+    together = decode(experts, FixedWeights(w), prompts, rows, **kw).tokens
+    alone = [
+        decode(experts, FixedWeights(w[i : i + 1]), [prompts[i]], rows[i], **kw).tokens[0]
+        for i in range(len(rows))
+    ]
+    assert together == alone
+    assert len({tuple(t) for t in together}) > 2  # the rows really decode differently

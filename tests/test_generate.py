@@ -133,6 +133,8 @@ def rlphf(*args):
         (["preference=P1A,P1B"], "names two poles of dimension P1"),
         (["preference=P9Z"], "unknown pole 'P9Z'"),
         (["preference=P1A:-0.5,P2B:1.5"], "must not be negative"),
+        (["preference=P1A:nan,P2B:0.5"], "is not finite"),
+        (["preference=P1A,P2B;"], "trailing `;`"),
         (["method=nope"], "unknown method 'nope'"),
     ],
 )
@@ -166,3 +168,41 @@ def test_koala_prompts_file(run_dir, tmp_path):
     shutil.copytree(run_dir, cfg.run_dir, ignore=shutil.ignore_patterns("generations"))
     records = [json.loads(x) for x in ensure_generations(cfg, "soups").read_text().splitlines()]
     assert len(records) == 3 and all(r["prompt_id"] for r in records)
+
+
+@pytest.mark.parametrize("method", ["uniform", "mod", "pcm", "soups"])
+def test_preferences_mixed_in_one_batch_decode_as_each_alone(run_dir, tmp_path, method):
+    """Rows of one batch carry different preferences (other poles, other weights, another count of poles:
+    padded with the base at weight 0) and still give the greedy text each preference gets alone."""
+    from rlphf_cli.modeling import load_tokenizer
+    from rlphf_cli.pcm.model import build_pcm
+    from rlphf_cli.runs import RunDir
+
+    prefs = ["P1A,P2A,P3A", "P1B,P2B,P3B", "P3B", "P1B,P2A"]
+    if method != "uniform":  # uniform mixes equally whatever the weights
+        prefs.append("P1A:0.8,P2B:0.2")
+    runs = {}
+    for name in ("together", "alone"):
+        runs[name] = tmp_path / name
+        shutil.copytree(run_dir, runs[name], ignore=shutil.ignore_patterns("generations"))
+    if method == "pcm":
+        cfg = small(run_dir)
+        tokenizer = load_tokenizer(str(run_dir / "base"), False)
+        pcm = build_pcm(cfg.pcm, len(tokenizer), tokenizer.pad_token_id, CORE, CORE, seed=3)
+        torch.nn.init.normal_(pcm.head.weight, std=2.0)  # weights that change along the response
+        torch.nn.init.normal_(pcm.preference.weight, std=1.0)  # and with the preference
+        for path in runs.values():
+            art = RunDir(path).artifact("pcm")
+            pcm.save(art.start())
+            art.commit("pcm", None, experts=CORE, poles=CORE)
+    greedy = ["generate.greedy=true", "generate.max_new_tokens=10"]
+    ensure_generations(small(runs["together"], f"generate.preference={';'.join(prefs)}", *greedy), method)
+    for pref in prefs:
+        ensure_generations(small(runs["alone"], f"generate.preference={pref}", *greedy), method)
+    texts = {}
+    for name, path in runs.items():
+        records = GenerationsFile(path, method).read()
+        texts[name] = {(r["prompt_id"], r["combination"], tuple(r["weights"])): r["text"] for r in records}
+    assert len(texts["together"]) == 4 * len(prefs)
+    assert texts["together"] == texts["alone"]
+    assert len(set(texts["together"].values())) > len(prefs)  # preferences and prompts really differ

@@ -6,6 +6,7 @@ import torch
 from rlphf_cli.evaluation.headroom import sentence_oracle, simplex_grid
 
 EOS, DOT = 2, 1
+EXPERTS = ("P1A", "P2A")  # expert k writes word 10 + k
 
 
 class FakeTokenizer:
@@ -29,11 +30,12 @@ class FakeMixtureBench:
     def text(self, tokens):
         return " ".join(f"w{t}" if t not in (DOT, EOS) else "." for t in tokens if t != EOS)
 
-    def mixture(self, combination, weights, prompt_ids, seed, max_new_tokens=None):
+    def mixture(self, active, weights, prompt_ids, seed, max_new_tokens=None):
         rows = weights if isinstance(weights[0], list) else [weights] * len(prompt_ids)
+        experts = active if isinstance(active[0], list) else [active] * len(prompt_ids)
         out = []
-        for ids, w in zip(prompt_ids, rows):
-            k = w.index(1.0)
+        for ids, a, w in zip(prompt_ids, experts, rows):
+            k = EXPERTS.index(a[w.index(1.0)])
             written = (len(ids) - 1) // 2  # sentences already in the prefix
             row = []
             for _ in range(3 - written):
@@ -57,12 +59,12 @@ class FakeMixtureBench:
 
 def test_sentence_oracle_switches_experts_at_every_boundary():
     mb = FakeMixtureBench()
-    texts = sentence_oracle(mb, ("P1A", "P2A"), ["q1", "q2"], seed=0)
+    texts = sentence_oracle(mb, EXPERTS, ["q1", "q2"], seed=0)
     assert texts == ["w10 . w11 . w11 ."] * 2  # expert 0, then 1: neither expert alone writes this
     assert mb.score(None, None, texts).tolist() == [5.0, 5.0]
     alone = [
-        mb.text(mb.mixture(None, [1.0, 0.0], [[5]], 0)[0]),
-        mb.text(mb.mixture(None, [0.0, 1.0], [[5]], 0)[0]),
+        mb.text(mb.mixture(list(EXPERTS), [1.0, 0.0], [[5]], 0)[0]),
+        mb.text(mb.mixture(list(EXPERTS), [0.0, 1.0], [[5]], 0)[0]),
     ]
     assert mb.score(None, None, alone).tolist() == [3.0, 2.0]
 

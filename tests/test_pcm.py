@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_random_expert_run
 from rlphf_cli.config import compose
-from rlphf_cli.decoding.engine import Sampler
+from rlphf_cli.decoding.engine import BASE, Sampler
 from rlphf_cli.errors import UserError
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.training.pcm import (
@@ -50,12 +50,13 @@ class ToyExperts:
         p[:, 1, 3] = 0.9
         return p.log()
 
-    def prefill(self, input_ids, attention_mask, active):
-        self.active = active
-        return self._logp(input_ids.shape[0])[:, [self.names.index(a) for a in active]]
+    def prefill(self, input_ids, attention_mask, rows):
+        self.index = torch.tensor([[self.names.index(a) for a in row] for row in rows])
+        return self.step(input_ids[:, -1], attention_mask)
 
     def step(self, tokens, attention_mask):
-        return self._logp(tokens.shape[0])[:, [self.names.index(a) for a in self.active]]
+        logp = self._logp(tokens.shape[0])
+        return logp.gather(1, self.index[:, :, None].expand(-1, -1, VOCAB))
 
     def close(self):
         pass
@@ -130,24 +131,23 @@ def test_mixture_loglik_gradient_matches_finite_differences():
 
 
 def test_rows_with_different_combinations_match_their_own_batches():
-    """One batch whose rows mix different experts (a per-row mask) scores each row as its own batch would."""
+    """One batch whose rows mix different experts (per-row lists, one padded with BASE) scores each row as
+    its own batch would."""
     torch.manual_seed(0)
     experts = ["P1A", "P1B", "P2A", "P2B"]
     pcm = toy_pcm(poles=experts, experts=experts, dtype=torch.float64)
-    logps = [
-        torch.randn(3, 4, dtype=torch.float64).log_softmax(-1),
-        torch.randn(2, 4, dtype=torch.float64).log_softmax(-1),
-    ]
-    combos = [("P1A", "P2B"), ("P1B", "P2A")]
-    prefs = torch.stack([pcm.preference_vector(c, (0.5, 0.5)) for c in combos]).double()
-    mask = torch.tensor([[e in c for e in experts] for c in combos])
-    mixed = Batch(experts, [[4, 5], [6]], [[2, 3, 1], [3, 1]], logps, prefs, mask)
+    logps = [torch.randn(n, 2, dtype=torch.float64).log_softmax(-1) for n in (3, 2, 2)]
+    combos = [("P1A", "P2B"), ("P2A", "P1B"), ("P2B",)]
+    prefs = torch.stack([pcm.preference_vector(c, [1 / len(c)] * len(c)) for c in combos]).double()
+    rows = [list(c) + [BASE] * (2 - len(c)) for c in combos]
+    mixed = Batch(rows, [[4, 5], [6], [7]], [[2, 3, 1], [3, 1], [2, 1]], logps, prefs)
     together = mixture_logps(pcm, mixed)
     for i, c in enumerate(combos):
-        cols = [experts.index(e) for e in c]
-        alone = Batch(list(c), [mixed.prompt_ids[i]], [mixed.response_ids[i]], [logps[i][:, cols]], prefs[i])
+        own = logps[i][:, : len(c)]
+        alone = Batch(list(c), [mixed.prompt_ids[i]], [mixed.response_ids[i]], [own], prefs[i])
         assert together[i].item() == pytest.approx(mixture_logps(pcm, alone).item(), rel=1e-10)
-    assert [b.response_ids for b in mixed.split(1)] == [[[2, 3, 1]], [[3, 1]]]
+    assert [b.response_ids for b in mixed.split(1)] == [[[2, 3, 1]], [[3, 1]], [[2, 1]]]
+    assert mixed.split(2)[1].active == [("P2B", BASE)]
 
 
 def test_one_hot_pcm_weights_make_the_mixture_that_expert():
@@ -242,6 +242,32 @@ def test_pcm_learns_position_dependent_routing():
     on_first = weights[:, :switch, 0].mean(0)  # P1A's weight at each of the first three positions
     on_rest = weights[:, switch:, 1].mean(0)  # P1B's weight at each of the last three
     assert (on_first > 0.8).all() and (on_rest > 0.8).all(), (on_first, on_rest)
+
+
+def test_pcm_trained_on_weighted_preferences_follows_the_weights():
+    """Rows carry preference weights w on P1A (token 2) and 1 - w on P1B (token 3), w anywhere in [0, 1],
+    and earn w * (share of 2) + (1 - w) * (share of 3). Moving weight from P1B to P1A must move the
+    PCM's output towards P1A's token monotonically; a PCM that ignores the weights stays flat."""
+    torch.manual_seed(0)
+    pcm = toy_pcm()
+    optimizer = torch.optim.AdamW(pcm.parameters(), lr=3e-3)  # at 1e-2 it collapsed onto one expert
+    gen = torch.Generator().manual_seed(0)
+    rng = torch.Generator().manual_seed(1)
+
+    def share(batch, token):
+        return torch.tensor([sum(t == token for t in r) / len(r) for r in batch.response_ids])
+
+    for _ in range(30):
+        w = torch.rand(16, generator=rng).repeat_interleave(2)  # one weight per pair of responses
+        batch = sample_toy(pcm, torch.stack([w, 1 - w], dim=1), 32, gen)
+        batch.rewards = w * share(batch, 2) + (1 - w) * share(batch, 3)
+        update(pcm, optimizer, [batch], "rebel", 2, 2, 1.0, lambda loss: loss.backward())
+    shares = [
+        share(sample_toy(pcm, torch.tensor([w, 1 - w]), 64, gen), 2).mean().item()
+        for w in (0.0, 0.25, 0.5, 0.75, 1.0)
+    ]
+    assert all(b >= a - 0.05 for a, b in zip(shares, shares[1:])), shares  # monotone, within noise
+    assert shares[0] < 0.2 and shares[-1] > 0.7, shares
 
 
 def test_save_load_roundtrip_and_expert_set_check(tmp_path):

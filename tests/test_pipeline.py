@@ -44,6 +44,7 @@ def test_pipeline_runs_every_stage_and_resumes(toy_run):
         "Time per stage",
         "| train-arm |",
         "sentence oracle",
+        "from one pole to the other",
         "by the decision a token makes",
         "trained with RLOO",
         "one seed",

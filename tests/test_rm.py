@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from test_pairs import TEST_OVERRIDES, new_run, shared_run
 
 from rlphf_cli.config import compose
@@ -88,7 +87,7 @@ def test_empty_pairs_file_leaves_nothing_behind(base_run, tmp_path):
 
 def test_reward_model_of_another_base_is_refused(rm_run, base_run, tmp_path):
     """An adapter copied from a run with a different base: one line, naming the problem."""
-    from rlphf_cli.rewards import load_reward_model
+    from rlphf_cli.rewards import get_reward
 
     other = new_run(base_run, tmp_path, "other", with_pairs=False)
     manifest = json.loads((other / "base" / "manifest.json").read_text())
@@ -96,4 +95,4 @@ def test_reward_model_of_another_base_is_refused(rm_run, base_run, tmp_path):
     (other / "base" / "manifest.json").write_text(json.dumps(manifest))
     shutil.copytree(rm_run / "rm" / RM_POLE, other / "rm" / RM_POLE)
     with pytest.raises(UserError, match="trained on another base"):
-        load_reward_model(compose([f"run_dir={other}"]), RM_POLE, torch.device("cpu"))
+        get_reward(compose([f"run_dir={other}"]), "reward_model").score(RM_POLE, ["a"], ["b"])

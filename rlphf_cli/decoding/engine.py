@@ -1,8 +1,9 @@
 """The mixture decoding engine: K experts in lockstep, one token at a time, mixed with per-step weights.
 
 Experts are either LoRA adapters on one base (one batched forward per step, rows replicated per expert,
-peft's per-row `adapter_names`, one KV cache) or K separate models that share a tokenizer (one forward and
-one cache each). A weight provider gives the mixture weights before every token: fixed weights, or a model
+one KV cache) or K separate models that share a tokenizer (one forward and one cache each). Rows of one
+batch may mix different experts (other combinations, other users): `active` is then one list per row, all
+of one length (pad a shorter one with BASE at weight 0), and each row runs only its own experts. A weight provider gives the mixture weights before every token: fixed weights, or a model
 (the PCM) that reads the same token stream. Mixing happens after each expert's log-softmax, in probability
 space (`logsumexp(log w + logp)`, the PCM paper's choice) or in log space (`sum w logp`, as MOD);
 temperature, top-k, top-p and greedy are applied once, to the mixture.
@@ -59,13 +60,28 @@ def mix(logp: torch.Tensor, weights: torch.Tensor, mode: str = "prob") -> torch.
     raise ValueError(f"unknown mixing mode {mode!r}; valid: prob, log")
 
 
+Active = list[str] | list[list[str]] | list[tuple[str, ...]]
+
+
+def rows_active(active: Active, batch: int) -> list[tuple[str, ...]]:
+    """The experts each row mixes: `active` is one list for every row, or one list per row."""
+    if active and isinstance(active[0], list | tuple):
+        rows = [tuple(a) for a in active]
+        if len(rows) != batch:
+            raise ValueError(f"{len(rows)} per-row expert lists for {batch} rows")
+        if len({len(r) for r in rows}) != 1:
+            raise ValueError("every row must mix the same number of experts: pad shorter lists with BASE")
+        return rows
+    return [tuple(active)] * batch
+
+
 class Experts(Protocol):
     names: list[str]
 
     def prefill(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, active: list[str]
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: list[tuple[str, ...]]
     ) -> torch.Tensor:
-        """Run the prompts [B, T]; return the active experts' next-token log-probs [B, Ka, V]."""
+        """Run the prompts [B, T]; return each row's experts' next-token log-probs [B, Ka, V]."""
 
     def step(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Feed one token per row [B] (mask already extended); return log-probs [B, Ka, V]."""
@@ -104,7 +120,7 @@ class _CachedForward:
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=self.cache,
+            cache=self.cache,
             use_cache=self.use_cache,
             **self.kwargs,
         )
@@ -133,19 +149,19 @@ class AdapterExperts:
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
         return x.repeat_interleave(self.k, dim=0)
 
-    def prefill(self, input_ids, attention_mask, active):
-        unknown = [a for a in active if a != BASE and a not in self.names]
+    def prefill(self, input_ids, attention_mask, rows):
+        unknown = sorted({a for row in rows for a in row if a != BASE and a not in self.names})
         if unknown:
             raise KeyError(f"unknown expert adapter(s) {unknown}; loaded: {self.names}")
-        self.k, batch = len(active), input_ids.shape[0]
-        # row b*k + i carries adapter active[i]; a plain model (no adapters) takes no names
+        self.k, batch = len(rows[0]), input_ids.shape[0]
+        # row b*k + i carries adapter rows[b][i]; a plain model (no adapters) takes no names
         kwargs = {}
         self.close()
         if self.stacked is not None:
-            self.stacked.prepare(active)
+            self.stacked.prepare(rows)
             self._session.enter_context(self.stacked.applied())  # until close(), at the end of decode()
         elif self.names:
-            kwargs = {"adapter_names": [a for _ in range(batch) for a in active]}
+            kwargs = {"adapter_names": [a for row in rows for a in row]}
         logp = self.fwd.start(self._rows(input_ids), self._rows(attention_mask), **kwargs)
         return logp.view(batch, self.k, -1)
 
@@ -159,21 +175,31 @@ class AdapterExperts:
 
 
 class SeparateExperts:
-    """Experts as separate models sharing a tokenizer (the black-box case): one forward and cache each."""
+    """Experts as separate models sharing a tokenizer (the black-box case): one forward and cache each.
+
+    Every model any row needs runs over all rows; each row then takes its own experts' log-probs.
+    """
 
     def __init__(self, models: dict[str, object], use_cache: bool = True):
         self.names = list(models)
         self.fwds = {name: _CachedForward(m.eval(), use_cache) for name, m in models.items()}
 
-    def prefill(self, input_ids, attention_mask, active):
-        unknown = [a for a in active if a not in self.fwds]
+    def prefill(self, input_ids, attention_mask, rows):
+        self.used = list(dict.fromkeys(a for row in rows for a in row))
+        unknown = [a for a in self.used if a not in self.fwds]
         if unknown:
             raise KeyError(f"unknown expert(s) {unknown}; loaded: {self.names}")
-        self.active = list(active)
-        return torch.stack([self.fwds[a].start(input_ids, attention_mask) for a in self.active], dim=1)
+        self.index = torch.tensor(
+            [[self.used.index(a) for a in row] for row in rows], device=input_ids.device
+        )
+        return self._select([self.fwds[a].start(input_ids, attention_mask) for a in self.used])
 
     def step(self, tokens, attention_mask):
-        return torch.stack([self.fwds[a].step(tokens, attention_mask) for a in self.active], dim=1)
+        return self._select([self.fwds[a].step(tokens, attention_mask) for a in self.used])
+
+    def _select(self, logps: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack(logps, dim=1)  # [B, N, V]
+        return stacked.gather(1, self.index[:, :, None].expand(-1, -1, stacked.shape[-1]))
 
     def close(self) -> None:
         pass
@@ -222,7 +248,7 @@ def decode(
     experts: Experts,
     provider: WeightProvider,
     prompts: list[list[int]],
-    active: list[str],
+    active: Active,
     *,
     eos_token_id: int,
     pad_token_id: int,
@@ -236,12 +262,14 @@ def decode(
 ) -> Decoded:
     """Decode a batch of prompts (token ids, unpadded) with the active experts mixed by the provider.
 
+    `active` names the experts every row mixes, or one list per row; the provider's weights follow it.
+
     `on_step` is called after each step that fed a token to the experts (the decoding benchmark times it).
     """
     sampler = sampler or Sampler()
     ids, mask = left_pad(prompts, pad_token_id, device)
     try:
-        logp = experts.prefill(ids, mask, active)
+        logp = experts.prefill(ids, mask, rows_active(active, ids.shape[0]))
         weights = provider.prefill(ids, mask)
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         out_tokens, out_w, out_lp = [], [], []

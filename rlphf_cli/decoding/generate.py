@@ -5,16 +5,21 @@ experts merged into one adapter per combination), mod (fixed weights, log-space 
 uniform weights, probability-space mixing), genarm (the base guided by the combination's autoregressive
 reward models, GenARM: log p_base + sum_i alpha_i log p_ARM_i, renormalised, with alpha_i the preference's
 weight i times `generate.genarm_alpha`), pcm (weights from the trained preference control model).
-
 GenARM's released code samples that mixture at temperature 1; here every method samples at
 `generate.temperature`, so that the table compares methods, not temperatures.
+
+A preference's weights drive soups (the merge weights), mod (the mixture weights) and pcm (its preference
+vector). `uniform` is the unpersonalised mixture: equal weights over the preference's poles by definition, so
+it ignores given weights (said in a log line; its records keep the preference's name, so that eval pairs them
+with the weighted methods). `prompted` cannot state numbers to the model: it puts the text of every pole with
+a weight above zero in the prompt, heaviest first. `preference=@users/NAME.json` reads a user's mixture
+weights from the file `rlphf personalize` wrote (a path relative to the run directory, or any path).
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +92,13 @@ def ensure_generations(cfg, method: str) -> Path:
     if mixing not in ("prob", "log"):
         raise UserError(f"unknown generate.mixing {mixing!r}; valid: prob, log")
     bench = get_benchmark(cfg.benchmark)
-    prefs = parse_weighted_preferences(cfg.generate.preference, bench.poles)
+    prefs = resolve_preferences(cfg, bench.poles)
+    if method == "uniform" and any(p.weighted for p in prefs):
+        log.info(
+            "uniform ignores preference weights by definition: equal weights over each preference's poles"
+        )
+    if method == "prompted" and any(p.weighted for p in prefs):
+        log.info("prompted states no weights: the texts of the poles with weight above zero, heaviest first")
     prompts = load_eval_prompts(cfg)
     out = GenerationsFile(cfg.run_dir, method)
     settings = method_settings(cfg, method)
@@ -108,6 +119,26 @@ def ensure_generations(cfg, method: str) -> Path:
     out.commit(to_dict(cfg), method=method, records=n, settings=settings)
     log.info("generations written to %s (%d records)", out.path, n)
     return out.path
+
+
+def resolve_preferences(cfg, poles) -> list[Preference]:
+    """`generate.preference`: a spec (`all`, `P1A,P2B,P3A`, `P1A:0.6,P2B:0.4`, `;` between several) or
+    `@users/NAME.json`, a user's file from `rlphf personalize`."""
+    spec = str(cfg.generate.preference).strip()
+    if spec.startswith("@"):
+        from rlphf_cli.personalize.users import load_user_preference
+
+        return [load_user_preference(spec[1:], cfg.run_dir, poles)]
+    return parse_weighted_preferences(spec, poles)
+
+
+def method_prompt(template: str, method: str, text: str, pref: Preference) -> str:
+    """The model's input for an instruction (also `rlphf serve`'s): `prompted` appends the texts of the
+    poles with weight, heaviest first (equal weights: as written)."""
+    if method == "prompted":
+        order = sorted(range(len(pref.combination)), key=lambda i: -pref.weights[i])
+        text = f"{text} {preference_text(tuple(pref.combination[i] for i in order if pref.weights[i] > 0))}"
+    return format_prompt(template, text)
 
 
 @dataclass
@@ -137,84 +168,95 @@ class Generator:
         self.experts = AdapterExperts(self.model)  # a plain base is one expert, named BASE
         self.sampler = Sampler(g.temperature, g.top_k, g.top_p, g.greedy)
 
-        by_pref: dict[Preference, list[Prompt]] = defaultdict(list)
-        for prompt, pref in todo:
-            by_pref[pref].append(prompt)
+        # every (prompt, preference) pair in one stream, batched by prompt length: rows of one batch may
+        # carry different preferences, each row running its own experts with its own weights
+        ids = [self.tokenizer(self._prompt_text(p, pref)).input_ids for p, pref in todo]
+        order = sorted(range(len(todo)), key=lambda i: len(ids[i]))
+        soups = self._add_soups({pref for _, pref in todo})
         with tqdm(total=len(todo), desc=f"generate {self.method}", unit="resp") as bar:
-            for pref, prompts in by_pref.items():
-                self._run_preference(pref, prompts, out, bar)
+            for start in range(0, len(order), g.batch_size):
+                rows = order[start : start + g.batch_size]
+                out.append(self._run_batch([todo[i] for i in rows], [ids[i] for i in rows], soups))
+                bar.update(len(rows))
+        for name in set(soups.values()):
+            self.model.delete_adapter(name)
 
     def _prompt_text(self, prompt: Prompt, pref: Preference) -> str:
-        text = (
-            f"{prompt.text} {preference_text(pref.combination)}" if self.method == "prompted" else prompt.text
-        )
-        return format_prompt(self.cfg.model.prompt_template, text)
+        return method_prompt(self.cfg.model.prompt_template, self.method, prompt.text, pref)
 
-    def _run_preference(self, pref: Preference, prompts: list[Prompt], out: GenerationsFile, bar) -> None:
+    def _run_batch(
+        self, rows: list[tuple[Prompt, Preference]], ids: list[list[int]], soups: dict
+    ) -> list[dict]:
         g = self.cfg.generate
-        ids = {p.id: self.tokenizer(self._prompt_text(p, pref)).input_ids for p in prompts}
-        ordered = sorted(prompts, key=lambda p: len(ids[p.id]))  # batching by length: less padding
-        active, extra = self._active(pref)
-        for start in range(0, len(ordered), g.batch_size):
-            batch = ordered[start : start + g.batch_size]
-            seed = zlib.crc32(f"{g.seed}|{self.method}|{pref.name}|{batch[0].id}".encode())
-            generator = torch.Generator(self.device).manual_seed(seed)
-            provider = self._provider(pref, len(batch), active)
-            result = decode(
-                self.experts,
-                provider,
-                [ids[p.id] for p in batch],
-                active,
-                eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-                max_new_tokens=g.max_new_tokens,
-                mixing=self.mixing,
-                sampler=self.sampler,
-                generator=generator,
-                device=self.device,
-            )
-            records = [
-                {
-                    "prompt_id": p.id,
-                    "prompt": p.text,
-                    "combination": pref.name,
-                    "weights": list(pref.weights),
-                    "method": self.method,
-                    "text": self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
-                    "prompt_tokens": len(ids[p.id]),
-                    "new_tokens": len(tokens),
-                    "seed": seed,
-                    **extra,
-                }
-                for p, tokens in zip(batch, result.tokens, strict=True)
-            ]
-            out.append(records)
-            bar.update(len(batch))
-        if self.method == "soups":
-            self.model.delete_adapter(active[0])
-
-    def _active(self, pref: Preference) -> tuple[list[str], dict]:
-        if self.method in ("sft", "prompted"):
-            return [BASE], {}
-        if self.method == "soups":
-            merge = self.cfg.generate.soups_merge
-            return [add_soup(self.model, list(pref.combination), list(pref.weights), merge)], {"merge": merge}
-        if self.method == "genarm":  # the base is one more row, with no adapter
-            return [BASE, *pref.combination], {
-                "mixing": self.mixing,
-                "genarm_alpha": self.cfg.generate.genarm_alpha,
+        first_prompt, first_pref = rows[0]
+        seed = zlib.crc32(f"{g.seed}|{self.method}|{first_pref.name}|{first_prompt.id}".encode())
+        generator = torch.Generator(self.device).manual_seed(seed)
+        active = [self._active(pref, soups) for _, pref in rows]
+        k = max(len(a) for a in active)
+        active = [a + [BASE] * (k - len(a)) for a in active]  # every row mixes k experts: BASE at weight 0
+        result = decode(
+            self.experts,
+            self._provider([pref for _, pref in rows], active),
+            ids,
+            active,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=g.max_new_tokens,
+            mixing=self.mixing,
+            sampler=self.sampler,
+            generator=generator,
+            device=self.device,
+        )
+        extra = {"merge": g.soups_merge} if self.method == "soups" else {}
+        if self.method in DEFAULT_MIXING:
+            extra = {"mixing": self.mixing}
+        if self.method == "genarm":
+            extra["genarm_alpha"] = g.genarm_alpha
+        return [
+            {
+                "prompt_id": p.id,
+                "prompt": p.text,
+                "combination": pref.name,
+                "weights": list(pref.weights),
+                "method": self.method,
+                "text": self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                "prompt_tokens": len(row_ids),
+                "new_tokens": len(tokens),
+                "seed": seed,
+                **({"user": pref.user} if pref.user else {}),
+                **extra,
             }
-        return list(pref.combination), {"mixing": self.mixing}
+            for (p, pref), row_ids, tokens in zip(rows, ids, result.tokens, strict=True)
+        ]
 
-    def _provider(self, pref: Preference, batch: int, active: list[str]):
+    def _add_soups(self, prefs: set[Preference]) -> dict[Preference, str]:
+        """Soups: one merged adapter per preference, all added before decoding (rows of a batch share them)."""
+        if self.method != "soups":
+            return {}
+        merge = self.cfg.generate.soups_merge
+        return {
+            pref: add_soup(self.model, list(pref.combination), list(pref.weights), merge)
+            for pref in sorted(prefs, key=lambda p: p.name)
+        }
+
+    def _active(self, pref: Preference, soups: dict) -> list[str]:
+        if self.method in ("sft", "prompted"):
+            return [BASE]
+        if self.method == "soups":
+            return [soups[pref]]
+        if self.method == "genarm":  # the base is one more row, with no adapter
+            return [BASE, *pref.combination]
+        return list(pref.combination)
+
+    def _provider(self, prefs: list[Preference], active: list[list[str]]):
         if self.method == "pcm":
-            return self.pcm.provider(pref, batch)
-        if self.method == "uniform":
-            weights = torch.full((batch, len(active)), 1.0 / len(active))
-        elif self.method == "mod":
-            weights = torch.tensor([list(pref.weights)] * batch)
-        elif self.method == "genarm":
-            weights = torch.tensor([genarm_weights(pref.weights, self.cfg.generate.genarm_alpha)] * batch)
-        else:
-            weights = torch.ones(batch, 1)
+            return self.pcm.provider(prefs, active)
+        weights = torch.zeros(len(prefs), len(active[0]))
+        for i, pref in enumerate(prefs):
+            if self.method == "genarm":
+                row = genarm_weights(pref.weights, self.cfg.generate.genarm_alpha)
+                weights[i, : len(row)] = torch.tensor(row)
+                continue
+            n = len(pref.combination) if self.method in ("uniform", "mod") else 1
+            weights[i, :n] = torch.tensor(pref.weights) if self.method == "mod" else 1.0 / n
         return FixedWeights(weights.to(self.device))

@@ -10,7 +10,8 @@ from omegaconf import II
 @dataclass
 class GenerateConfig:
     method: str = "pcm"  # sft | prompted | soups | mod | uniform | genarm | pcm
-    preference: str = "all"  # all, or poles such as P1A,P2B,P3A; several combinations separated by ;
+    # all, poles such as P1A,P2B,P3A, weights P1A:0.6,P2B:0.4 (`;` between several), or @users/NAME.json
+    preference: str = "all"
     prompts: str | None = (
         None  # a .jsonl file with id and prompt per line; None: the benchmark's eval prompts
     )

@@ -17,8 +17,18 @@ from rlphf_cli.errors import UserError
 MERGES = ("psoups", "delta")
 
 
-def soup_name(poles, merge: str) -> str:
-    return f"soup_{merge}_" + "_".join(poles)
+def soup_name(poles, merge: str, weights=None) -> str:
+    """The merged adapter's name; it carries the weights when they are not equal, so that another weighting
+    is another adapter (peft ignores a reused name, and stacked decoding caches tensors by adapter name)."""
+    from rlphf_cli.preferences import format_weight, preference_name
+
+    if weights is None or "=" not in preference_name(tuple(poles), weights):
+        return f"soup_{merge}_" + "_".join(poles)
+    parts = [
+        f"{p}-{format_weight(w)}".replace(".", "p").replace("+", "")
+        for p, w in zip(poles, weights, strict=True)
+    ]
+    return f"soup_{merge}_" + "_".join(parts)
 
 
 @torch.no_grad()
@@ -29,7 +39,7 @@ def add_soup(model, poles: list[str], weights: list[float], merge: str = "psoups
     missing = [p for p in poles if p not in model.peft_config]
     if missing:
         raise UserError(f"no expert adapter for {', '.join(missing)}")
-    name = soup_name(poles, merge)
+    name = soup_name(poles, merge, weights)
     if name in model.peft_config:
         return name
     if merge == "delta":

@@ -71,9 +71,9 @@ def evaluate_pair(cfg, method: str, baseline: str, judge: Judge | None = None) -
         print_summary(rescore(artifact.path))
         return artifact.path
 
-    pairs, missing = generations.pair(
-        generations.read(paths[method]), generations.read(paths[baseline]), method, baseline
-    )
+    rows = {m: generations.read(p) for m, p in paths.items()}
+    pairs, missing = generations.pair(rows[method], rows[baseline], method, baseline)
+    users = {r["combination"]: r["user"] for m in (method, baseline) for r in rows[m] if r.get("user")}
     report_missing(missing)
     if not pairs:
         raise UserError(f"{method} and {baseline} have no prompt and combination in common: nothing to judge")
@@ -86,6 +86,7 @@ def evaluate_pair(cfg, method: str, baseline: str, judge: Judge | None = None) -
         "bootstrap_samples": cfg.eval.bootstrap_samples,
         "generations": {m: str(p) for m, p in paths.items()},
         "missing": missing,
+        "users": users,
         "judgments": judgments,
     }
     summary = summarize(results)

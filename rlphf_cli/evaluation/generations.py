@@ -9,7 +9,7 @@ from pathlib import Path
 from rlphf_cli.errors import UserError
 from rlphf_cli.generations import METHODS as METHODS  # re-exported: evaluation/report.py imports it here
 from rlphf_cli.generations import GenerationsFile
-from rlphf_cli.preferences import check_poles
+from rlphf_cli.preferences import check_poles, preference_name, split_name
 from rlphf_cli.runs import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -20,14 +20,14 @@ class Pair:
     """One prompt and combination with both methods' responses."""
 
     prompt_id: str
-    combination: str  # poles joined by commas, e.g. "P1A,P2B,P3A"
+    combination: str  # the preference's name: "P1A,P2B,P3A", or "P1A=0.6,P2B=0.4" when weighted
     prompt: str
     method_text: str
     baseline_text: str
 
     @property
     def poles(self) -> list[str]:
-        return self.combination.split(",")
+        return split_name(self.combination)[0]
 
 
 def ensure(cfg, method: str) -> Path:
@@ -57,10 +57,17 @@ def read(path: Path) -> list[dict]:
 
 
 def _index(rows: list[dict]) -> dict[tuple[str, str], dict]:
-    """Rows by (prompt_id, combination); the first row wins; a row without text counts as missing."""
+    """Rows by (prompt_id, preference name); the first row wins; a row without text counts as missing.
+
+    The name carries the weights when they are not equal, so two weightings of one combination are two keys.
+    """
     out: dict[tuple[str, str], dict] = {}
     for row in rows:
-        combination = ",".join(check_poles(str(row["combination"]).split(",")))
+        try:
+            poles, weights = split_name(str(row["combination"]))
+        except ValueError:
+            raise UserError(f"bad preference name {row['combination']!r} in a generation record") from None
+        combination = preference_name(tuple(check_poles(poles)), weights)
         out.setdefault((str(row["prompt_id"]), combination), row)
     return out
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import FixedWeights, Sampler, decode
 from rlphf_cli.errors import UserError
-from rlphf_cli.preferences import all_combinations
+from rlphf_cli.preferences import all_combinations, split_name
 from rlphf_cli.runs import RunDir, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -73,16 +73,16 @@ class MixtureBench:
             total += torch.tensor(self.reward.score(pole, prompts, texts)) / len(combination)
         return total
 
-    def mixture(self, combination, weights, prompt_ids, seed: int, max_new_tokens: int | None = None):
-        """Tokens sampled from a fixed-weight mixture of the combination's experts: `weights` one vector for
-        every row, or one per row (a list of vectors)."""
+    def mixture(self, active, weights, prompt_ids, seed: int, max_new_tokens: int | None = None):
+        """Tokens sampled from a fixed-weight mixture of experts: `active` the experts of every row or one
+        list per row, `weights` one vector for every row or one per row (a list of vectors)."""
         generator = torch.Generator(self.device).manual_seed(seed)
         rows = weights if isinstance(weights[0], list | tuple) else [list(weights)] * len(prompt_ids)
         return decode(
             self.experts,
             FixedWeights(torch.tensor(rows, dtype=torch.float32)),
             prompt_ids,
-            list(combination),
+            active,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
             max_new_tokens=max_new_tokens or self.max_new_tokens,
@@ -109,11 +109,11 @@ def sentence_oracle(mb: MixtureBench, combination, prompts: list[str], seed: int
         if not open_rows:
             break
         budget = mb.max_new_tokens - min(len(prefix[i]) for i in open_rows)
-        # every expert continues every open row alone, all in one decode (one-hot weights per row)
+        # every expert continues every open row alone, all in one decode (each row runs its one expert)
         n, k = len(open_rows), len(combination)
-        one_hot = [[float(j == e) for j in range(k)] for e in range(k) for _ in open_rows]
+        alone = [[pole] for pole in combination for _ in open_rows]
         tokens = mb.mixture(
-            combination, one_hot, [ids[i] + prefix[i] for i in open_rows] * k, seed + boundary, budget
+            alone, [1.0], [ids[i] + prefix[i] for i in open_rows] * k, seed + boundary, budget
         )
         continuations = [tokens[e * n : (e + 1) * n] for e in range(k)]
         scores = torch.stack(
@@ -161,7 +161,7 @@ def measure_headroom(cfg) -> dict:
     def judged(combination, weight_list, ids=eval_ids, prompts=eval_prompts) -> list[dict]:
         """Each weight vector's mixture on every prompt, all in one decode."""
         rows = [list(w) for w in weight_list for _ in ids]
-        tokens = mb.mixture(combination, rows, ids * len(weight_list), seed)
+        tokens = mb.mixture(list(combination), rows, ids * len(weight_list), seed)
         s = mb.score(combination, prompts * len(weight_list), [mb.text(t) for t in tokens])
         return [
             {"score": part.mean().item(), "valid": (part > -1).float().mean().item()}
@@ -228,8 +228,10 @@ def method_scores(cfg, methods, prompt_ids=None) -> dict[str, dict]:
         for r in gen.read():
             if prompt_ids is not None and r["prompt_id"] not in prompt_ids:
                 continue
-            poles = r["combination"].split(",")
-            scores.append(sum(bench.score(p, r["prompt"], r["text"]) for p in poles) / len(poles))
+            poles, weights = split_name(r["combination"])  # weighted preferences: the weighted mean
+            scores.append(
+                sum(w * bench.score(p, r["prompt"], r["text"]) for p, w in zip(poles, weights, strict=True))
+            )
         if scores:
             out[method] = {
                 "score": sum(scores) / len(scores),

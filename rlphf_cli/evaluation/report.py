@@ -82,6 +82,10 @@ def markdown(summaries: list[Summary], run_dir: Path) -> str:
         name = judge_name(group[0].judge)
         lines += ["", f"## Judge: {name}", "", *main_table(group), "", f"### Per pole (judge: {name})", ""]
         lines += pole_table(group)
+    users = {name: user for s in summaries for name, user in s.users.items()}
+    if users:
+        named = "; ".join(f"{user}: `{name}`" for name, user in sorted(users.items(), key=lambda x: x[1]))
+        lines += ["", f"Users' preferences (from users/NAME.json): {named}."]
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.preferences import POLES
+from rlphf_cli.preferences import POLES, split_name
 
 ALL = "all"  # the row of every combination
 OVERALL = "overall"  # the column of every pole
@@ -44,6 +44,7 @@ class Summary:
     missing: dict[str, list[str]] = field(default_factory=dict)
     bootstrap_samples: int = 0
     seed: int = 0
+    users: dict[str, str] = field(default_factory=dict)  # preference name -> the user it was inferred for
 
     @property
     def partial(self) -> bool:
@@ -113,7 +114,7 @@ def summarize(results: dict, bootstrap_samples: int | None = None, seed: int | N
     method, judgments = results["method"], results["judgments"]
     poles = sorted({j["pole"] for j in judgments}, key=_order)
     combinations = sorted(
-        {j["combination"] for j in judgments}, key=lambda c: [_order(p) for p in c.split(",")]
+        {j["combination"] for j in judgments}, key=lambda c: [_order(p) for p in split_name(c)[0]]
     )
     rows: dict[tuple[str, str], list[dict]] = {}
     for j in judgments:
@@ -140,6 +141,7 @@ def summarize(results: dict, bootstrap_samples: int | None = None, seed: int | N
         missing=results.get("missing", {}),
         bootstrap_samples=samples,
         seed=seed,
+        users=results.get("users", {}),
     )
 
 

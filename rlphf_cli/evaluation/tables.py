@@ -44,6 +44,11 @@ def counts_line(cell: Cell) -> str:
 def notes(summary: Summary) -> list[str]:
     """Unparseable answers and missing generations, as Markdown paragraphs."""
     out = []
+    if summary.users:
+        named = "; ".join(
+            f"{user}: `{name}`" for name, user in sorted(summary.users.items(), key=lambda x: x[1])
+        )
+        out.append(f"Users (preference=@users/NAME.json): {named}.")
     bad = summary.overall.unparseable
     if bad:
         out.append(f"**Unparseable judge answers: {bad}**, left out of every win rate (see results.json).")

@@ -48,10 +48,10 @@ class PreferenceControlModel(nn.Module):
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=past_key_values,
+            cache=past_key_values,
             use_cache=use_cache,
         )
-        return self.head(out.last_hidden_state), out.past_key_values
+        return self.head(out.last_hidden_state), past_key_values
 
     def preference_vector(self, combination, weights) -> torch.Tensor:
         vec = torch.zeros(len(self.poles))
@@ -61,30 +61,32 @@ class PreferenceControlModel(nn.Module):
             vec[self.poles.index(pole)] = w
         return vec
 
-    def active_mask(self, active: list[str]) -> torch.Tensor:
-        """Which of the PCM's experts take part (the combination's poles)."""
-        missing = [a for a in active if a not in self.experts]
+    def expert_index(self, rows: list[tuple[str, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's experts as indices into the PCM's experts [B, Ka], and which are real (not BASE padding)."""
+        from rlphf_cli.decoding.stacked_lora import BASE
+
+        missing = sorted({a for row in rows for a in row if a != BASE and a not in self.experts})
         if missing:
             raise UserError(
                 f"the PCM was trained for experts {', '.join(self.experts)}; got {', '.join(missing)}"
             )
-        return torch.tensor([e in active for e in self.experts])
+        index = torch.tensor([[self.experts.index(a) if a != BASE else 0 for a in row] for row in rows])
+        real = torch.tensor([[a != BASE for a in row] for row in rows])
+        return index, real
 
-    def log_weights(
-        self, logits: torch.Tensor, active: list[str], mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Log-softmax over the active experts only, ordered as `active`: [B, ..., K] -> [B, ..., Ka].
+    def log_weights(self, logits: torch.Tensor, active) -> torch.Tensor:
+        """Log-softmax over each row's experts only, in their order: [B, ..., K] -> [B, ..., Ka].
 
-        `mask` [B, Ka] narrows each row to some of the active experts (rows of one batch that carry
-        different combinations); the others get weight 0.
+        `active` names the experts of every row, or one list per row (BASE padding gets weight 0).
         """
-        self.active_mask(active)  # refuses experts the PCM does not know
-        order = [self.experts.index(a) for a in active]
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))[..., order]  # bf16 -> fp32
-        if mask is not None:
-            mask = mask.to(logits.device).view(mask.shape[0], *([1] * (logits.dim() - 2)), mask.shape[-1])
-            logits = logits.masked_fill(~mask, float("-inf"))
-        return logits.log_softmax(-1)
+        from rlphf_cli.decoding.engine import rows_active
+
+        index, real = self.expert_index(rows_active(active, logits.shape[0]))
+        view = (index.shape[0], *([1] * (logits.dim() - 2)), index.shape[1])
+        index, real = index.to(logits.device).view(view), real.to(logits.device).view(view)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
+        picked = logits.gather(-1, index.expand(*logits.shape[:-1], -1))
+        return picked.masked_fill(~real, float("-inf")).log_softmax(-1)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

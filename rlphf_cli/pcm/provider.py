@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
+from rlphf_cli.decoding.engine import rows_active
 from rlphf_cli.pcm.model import PreferenceControlModel
 from rlphf_cli.preferences import Preference
 from rlphf_cli.runs import RunDir
@@ -13,12 +14,11 @@ from rlphf_cli.runs import RunDir
 class PCMWeights:
     """Reads the same tokens as the experts; before every token gives weights over the active experts."""
 
-    def __init__(self, pcm: PreferenceControlModel, preference: torch.Tensor, active: list[str], mask=None):
+    def __init__(self, pcm: PreferenceControlModel, preference: torch.Tensor, active):
         self.pcm = pcm
-        self.preference = preference  # [B, n_poles]
-        self.active = active
-        self.mask = mask  # [B, Ka] or None: which active experts each row mixes (per-row combinations)
-        pcm.active_mask(active)  # refuses experts the PCM was not trained with
+        self.preference = preference  # [B, n_poles]: rows may carry different preferences
+        self.active = rows_active(active, preference.shape[0])  # each row's experts, as the engine's
+        pcm.expert_index(self.active)  # refuses experts the PCM was not trained with
 
     @torch.no_grad()
     def prefill(self, input_ids, attention_mask):
@@ -32,7 +32,7 @@ class PCMWeights:
         return self._weights(logits)
 
     def _weights(self, logits):
-        return self.pcm.log_weights(logits[:, -1], self.active, self.mask).exp()
+        return self.pcm.log_weights(logits[:, -1], self.active).exp()
 
 
 class LoadedPCM:
@@ -42,9 +42,10 @@ class LoadedPCM:
         self.pcm = pcm.to(device).eval()
         self.device = device
 
-    def provider(self, pref: Preference, batch: int) -> PCMWeights:
-        vec = self.pcm.preference_vector(pref.combination, pref.weights).to(self.device)
-        return PCMWeights(self.pcm, vec.expand(batch, -1), list(pref.combination))
+    def provider(self, prefs: list[Preference], active) -> PCMWeights:
+        """Weights for rows that each carry a preference and mix `active` (one list per row)."""
+        vecs = torch.stack([self.pcm.preference_vector(p.combination, p.weights) for p in prefs])
+        return PCMWeights(self.pcm, vecs.to(self.device), active)
 
 
 def load_pcm(cfg, device, expert_poles: list[str]) -> LoadedPCM:

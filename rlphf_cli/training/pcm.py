@@ -21,11 +21,19 @@ from rlphf_cli import tracking, validate
 from rlphf_cli.adapters import base_model_path, load_experts
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
-from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode, left_pad
+from rlphf_cli.decoding.engine import (
+    BASE,
+    AdapterExperts,
+    FixedWeights,
+    Sampler,
+    decode,
+    left_pad,
+    rows_active,
+)
 from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device, sentence_end_ids
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.pcm.provider import PCMWeights
-from rlphf_cli.preferences import all_combinations
+from rlphf_cli.preferences import Preference, all_combinations
 from rlphf_cli.rewards import get_reward
 from rlphf_cli.runs import RunDir
 
@@ -36,16 +44,15 @@ log = logging.getLogger(__name__)
 class Batch:
     """Sampled responses, `group` (>= 2) consecutive ones per prompt and preference.
 
-    Rows may carry different preferences (`preference` [N, n_poles]) and mix different experts of
-    `active` (`mask` [N, Ka]); one preference for every row is `preference` [n_poles] with no mask.
+    Rows may carry different preferences (`preference` [N, n_poles]) and mix different experts (`active`
+    one list per row, as the engine takes it); one preference for every row is `preference` [n_poles].
     """
 
-    active: list[str]  # the experts decoded (every row's mixture is over these, or those its mask allows)
+    active: list  # the experts every row mixes, or one list per row
     prompt_ids: list[list[int]]
     response_ids: list[list[int]]
-    expert_logps: list[torch.Tensor]  # per response [T, Ka]: each active expert's logp of the chosen token
+    expert_logps: list[torch.Tensor]  # per response [T, Ka]: each of its experts' logp of the chosen token
     preference: torch.Tensor  # [n_poles] or [N, n_poles]
-    mask: torch.Tensor | None = None  # [N, Ka]: the experts each row mixes (None: all of `active`)
     rewards: torch.Tensor | None = None  # [N], normalised and averaged over the combination's poles
     old_logps: torch.Tensor | None = None  # [N] mixture log-likelihood under the sampling PCM
     weights: list[torch.Tensor] | None = None  # per response [T, Ka], the weights used while sampling
@@ -54,6 +61,9 @@ class Batch:
         n = len(self.prompt_ids)
         return self.preference if self.preference.dim() == 2 else self.preference.expand(n, -1)
 
+    def rows_active(self) -> list[tuple[str, ...]]:
+        return rows_active(self.active, len(self.prompt_ids))
+
     def split(self, size: int) -> list[Batch]:
         """Consecutive slices of `size` rows (keep `size` a multiple of the group), for minibatch updates."""
         out = []
@@ -61,12 +71,11 @@ class Batch:
             rows = slice(i, i + size)
             out.append(
                 Batch(
-                    self.active,
+                    self.rows_active()[rows],
                     self.prompt_ids[rows],
                     self.response_ids[rows],
                     self.expert_logps[rows],
                     self.rows_preference()[rows],
-                    None if self.mask is None else self.mask[rows],
                     None if self.rewards is None else self.rewards[rows],
                     None if self.old_logps is None else self.old_logps[rows],
                     None if self.weights is None else self.weights[rows],
@@ -83,7 +92,7 @@ def mixture_logps(pcm: PreferenceControlModel, batch: Batch) -> torch.Tensor:
     ids, mask = left_pad(seqs, 0, device)
     logits, _ = pcm(ids, mask, batch.rows_preference())  # [N, L, K]
     plain = pcm.module if hasattr(pcm, "module") else pcm  # under DDP the helpers live on the module
-    log_w = plain.log_weights(logits, batch.active, batch.mask)  # [N, L, Ka]
+    log_w = plain.log_weights(logits, batch.rows_active())  # [N, L, Ka]
     out = []
     width = ids.shape[1]
     for i, r in enumerate(batch.response_ids):
@@ -107,15 +116,14 @@ def rloo_loss(logps, rewards, group: int) -> torch.Tensor:
     return -(advantage.detach() * logps.view(-1, group)).mean()
 
 
-def sample_batch(
-    pcm, experts, prompt_ids, active, preference, *, mask=None, generator, device, **decode_kw
-) -> Batch:
+def sample_batch(pcm, experts, prompt_ids, active, preference, *, generator, device, **decode_kw) -> Batch:
     """Sample one response per prompt row from the PCM-weighted mixture, recording the experts' log-probs.
 
-    `preference` is one vector for every row, or one per row with `mask` saying which experts each row mixes.
+    `preference` is one vector for every row or one per row; `active` one expert list for every row or
+    one per row.
     """
-    batch = Batch(active, prompt_ids, [], [], preference, mask)
-    provider = PCMWeights(pcm, batch.rows_preference(), active, mask)
+    batch = Batch(active, prompt_ids, [], [], preference)
+    provider = PCMWeights(pcm, batch.rows_preference(), active)
     res = decode(
         experts, provider, prompt_ids, active, generator=generator, record=True, device=device, **decode_kw
     )
@@ -162,7 +170,8 @@ class PCMTrainer:
         self.tokenizer = load_tokenizer(base_path, cfg.model.trust_remote_code)
         base = load_causal_lm(base_path, cfg.model, self.device).eval()
         self.experts = AdapterExperts(load_experts(cfg, base, self.poles))
-        self.reward = get_reward(cfg, self.p.reward)
+        # reward models load as adapters beside the experts: the base is held once
+        self.reward = get_reward(cfg, self.p.reward, model=self.experts.model)
         self.sampler = Sampler(temperature=self.p.temperature)
         self._references: dict[str, dict[str, float]] = {}  # prompt id -> pole -> the base's greedy score
 
@@ -200,25 +209,25 @@ class PCMTrainer:
             )
             texts = [self.text(t) for t in res.tokens]
             prompt_texts = [p.text for p in chunk]
-            per_pole = {pole: self.reward.score(pole, prompt_texts, texts) for pole in self.poles}
+            per_pole = self.reward.score_poles(self.poles, prompt_texts, texts)
             for i, p in enumerate(chunk):
                 out[p.id] = {pole: per_pole[pole][i] for pole in self.poles}
         return out
 
-    def sample(self, pcm, chosen: list[tuple[tuple, list]], generator) -> Batch:
-        """One decode for every (combination, prompts) pair: each row mixes its own combination's experts."""
+    def sample(self, pcm, chosen: list[tuple[Preference, list]], generator) -> Batch:
+        """One decode for every (preference, prompts) pair: each row mixes its own combination's experts.
+
+        A row's reward is the preference-weighted sum of its poles' normalised rewards."""
         n = self.p.samples_per_prompt
-        rows = [(combination, p) for combination, prompts in chosen for p in prompts for _ in range(n)]
+        rows = [(pref, p) for pref, prompts in chosen for p in prompts for _ in range(n)]
         reference = self.reference_scores([p for _, p in rows])
-        pref = torch.stack([pcm.preference_vector(c, [1 / len(c)] * len(c)) for c, _ in rows])
-        mask = torch.tensor([[pole in c for pole in self.poles] for c, _ in rows])
+        vectors = torch.stack([pcm.preference_vector(pref.combination, pref.weights) for pref, _ in rows])
         batch = sample_batch(
             pcm,
             self.experts,
             [self.encode(p.text) for _, p in rows],
-            list(self.poles),
-            pref.to(self.device),
-            mask=mask,
+            [pref.combination for pref, _ in rows],  # each row runs its own combination's experts only
+            vectors.to(self.device),
             generator=generator,
             device=self.device,
             eos_token_id=self.tokenizer.eos_token_id,
@@ -229,14 +238,25 @@ class PCMTrainer:
         texts = [self.text(t) for t in batch.response_ids]
         batch.rewards = torch.zeros(len(rows))
         for pole in self.poles:
-            idx = [i for i, (c, _) in enumerate(rows) if pole in c]
+            idx = [i for i, (pref, _) in enumerate(rows) if pole in pref.combination]
             if not idx:
                 continue
             scores = self.reward.score(pole, [rows[i][1].text for i in idx], [texts[i] for i in idx])
             ref = [reference[rows[i][1].id][pole] for i in idx]
-            share = torch.tensor([1 / len(rows[i][0]) for i in idx])
+            share = torch.tensor([rows[i][0].weights[rows[i][0].combination.index(pole)] for i in idx])
             batch.rewards[idx] += normalised_reward(scores, ref, self.p.bt_scale) * share
         return batch
+
+    def preferences(self, rng: random.Random) -> list[Preference]:
+        """One step's preferences: every combination at equal weights, and `pcm.weighted_per_step` more,
+        each a random combination with weights drawn from a Dirichlet(`pcm.weight_concentration`) over its
+        poles (at 1, uniform over the simplex: a dimension often gets little weight)."""
+        out = [Preference(c, (1 / len(c),) * len(c)) for c in self.combinations]
+        for _ in range(self.p.weighted_per_step):
+            combination = rng.choice(self.combinations)
+            draws = [rng.gammavariate(self.p.weight_concentration, 1.0) for _ in combination]
+            out.append(Preference(combination, tuple(d / sum(draws) for d in draws)))
+        return out
 
     def train(self, work: Path) -> dict:
         p = self.p
@@ -263,7 +283,7 @@ class PCMTrainer:
         for step in bar:
             generator = torch.Generator(self.device).manual_seed(self.cfg.seed * 100003 + step * 97 + rank)
             plain.eval()
-            chosen = [(c, rng.sample(train_prompts, p.prompts_per_step)) for c in self.combinations]
+            chosen = [(pref, rng.sample(train_prompts, p.prompts_per_step)) for pref in self.preferences(rng)]
             sampled = self.sample(plain, chosen, generator)
             # one minibatch per combination: as many updates per step as when each was decoded on its own
             batches = sampled.split(p.prompts_per_step * p.samples_per_prompt)
@@ -280,7 +300,9 @@ class PCMTrainer:
             w = torch.cat(sampled.weights)
             pole_rewards = {
                 pole: [
-                    b.rewards.mean().item() for (c, _), b in zip(chosen, batches, strict=True) if pole in c
+                    b.rewards.mean().item()
+                    for (pref, _), b in zip(chosen, batches, strict=True)
+                    if pole in pref.combination and len(set(pref.weights)) == 1
                 ]
                 for pole in self.poles
             }
@@ -411,6 +433,43 @@ def compare_with_uniform(
     }
 
 
+SWEEP = (("A", 0.6), ("A", 0.2), ("B", 0.2), ("B", 0.6))  # a dimension's weight, moving from pole A to B
+
+
+def weight_sweep(trainer: PCMTrainer, pcm: PreferenceControlModel, n_prompts: int, seed: int) -> dict:
+    """For every two-pole dimension: move its weight from its first pole to its second (0.6, 0.2, then
+    0.2, 0.6; the other dimensions' first poles share the rest) and score the PCM's held-out responses on
+    the second pole. A PCM that serves any weighting makes these scores rise step by step."""
+    from rlphf_cli.preferences import dimensions
+
+    prompts = trainer.bench.eval_prompts()[:n_prompts]
+    ids = [trainer.encode(p.text) for p in prompts]
+    dims = dimensions(trainer.poles)
+    out = {}
+    for dim, poles in dims.items():
+        if len(poles) != 2:
+            continue
+        others = [ps[0] for d, ps in dims.items() if d != dim]
+        scores = []
+        for side, w in SWEEP:
+            combination = (poles[0] if side == "A" else poles[1], *others)
+            weights = (w, *[(1 - w) / len(others)] * len(others))
+            pref = pcm.preference_vector(combination, weights).to(trainer.device)
+            generator = torch.Generator(trainer.device).manual_seed(seed)
+            provider = PCMWeights(pcm, pref.expand(len(ids), -1), list(combination))
+            res = trainer._decode(provider, ids, list(combination), generator, record=False)
+            texts = [trainer.text(t) for t in res.tokens]
+            score = trainer.reward.score(poles[1], [p.text for p in prompts], texts)
+            scores.append(round(sum(score) / len(score), 4))
+        out[dim] = {
+            "points": [f"{poles[0] if side == 'A' else poles[1]} {w}" for side, w in SWEEP],
+            "score_of": poles[1],
+            "scores": scores,
+            "monotone": all(b >= a for a, b in zip(scores, scores[1:], strict=False)),
+        }
+    return out
+
+
 def train_pcm(cfg, name: str = "pcm") -> Path:
     """Train the PCM into `<run_dir>/<name>` (the ablation trains its other-algorithm PCM beside it)."""
     validate.check_pcm(cfg)
@@ -427,6 +486,7 @@ def train_pcm(cfg, name: str = "pcm") -> Path:
     metrics = {"final_reward": history[-1]["reward"] if history else None}
     if cfg.pcm.eval_prompts:
         metrics |= compare_with_uniform(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed, work)
+        metrics["weight_sweep"] = weight_sweep(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed)
         log.info(
             "held-out mean normalised reward: PCM %.3f, uniform %.3f (%+.3f)",
             metrics["pcm_reward"],

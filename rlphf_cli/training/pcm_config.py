@@ -22,6 +22,10 @@ class PCMConfig:
     steps: int = 60
     prompts_per_step: int = 4  # per combination; each prompt gets `samples_per_prompt` responses
     samples_per_prompt: int = 2
+    # Besides the equal-weight combinations, each step samples this many weight vectors (a random
+    # combination, Dirichlet weights over its poles), so that the PCM serves any weighting a user gives.
+    weighted_per_step: int = 4
+    weight_concentration: float = 1.0
     update_epochs: int = 2  # passes over each batch of samples (the expert log-probs are reused)
     learning_rate: float = 1e-3
     rebel_eta: float = 1.0  # REBEL's 1/eta scales the log-ratio differences

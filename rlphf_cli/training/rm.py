@@ -3,7 +3,7 @@
 A sequence-classification head (one output) on the run's base with LoRA (r=8, alpha=32 by default),
 trained with TRL's RewardTrainer (pairwise -logsigmoid loss) on the pole's pairs; a share of the pairs is
 held out and the pairwise accuracy on it is recorded in `rm/<pole>/manifest.json`. The folder is a peft
-adapter with its score head (`modules_to_save`), loaded by `rlphf_cli.rewards.load_reward_model`.
+adapter with its score head (`modules_to_save`), loaded beside others on one base by `rlphf_cli.reward_models`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,28 @@
+"""`rlphf personalize`: the mode picks fit, interactive or simulate."""
+
+from __future__ import annotations
+
+import sys
+
+from rlphf_cli.errors import UserError
+
+MODES = ("fit", "interactive", "simulate")
+
+
+def personalize(cfg):
+    mode = cfg.personalize.mode
+    if cfg.personalize.l2 <= 0:
+        raise UserError(f"personalize.l2 must be positive (the prior's precision), got {cfg.personalize.l2}")
+    if mode == "fit":
+        from rlphf_cli.personalize.fit import fit_mode
+
+        return fit_mode(cfg)
+    if mode == "interactive":
+        from rlphf_cli.personalize.interactive import interactive
+
+        return interactive(cfg, sys.stdin)
+    if mode == "simulate":
+        from rlphf_cli.personalize.simulate import simulate
+
+        return simulate(cfg)
+    raise UserError(f"unknown personalize.mode {mode!r}; valid: {', '.join(MODES)}")
