@@ -77,17 +77,23 @@ def explain_load_failure(what: str, base: str):
         ) from None
 
 
-def load_experts(cfg, base, poles: list[str]):
-    """The base with one LoRA adapter per pole from `experts/<pole>/`, named by the pole."""
+def load_experts(cfg, base, poles: list[str], folder: str = "experts"):
+    """The base with one LoRA adapter per pole from `<folder>/<pole>/`, named by the pole.
+
+    `folder="arms"` loads GenARM's autoregressive reward models (`rlphf train-expert algo=arm`) instead.
+    """
     from peft import PeftModel
 
     run = RunDir(cfg.run_dir)
+    what, algo = ("ARM", " algo=arm") if folder == "arms" else ("expert", "")
     model = None
     for pole in poles:
-        art = run.artifact(f"experts/{pole}")
+        art = run.artifact(f"{folder}/{pole}")
         if not art.is_complete():
-            raise UserError(f"no expert for {pole} in {art.path}: run `rlphf train-expert pole={pole}` first")
-        with explain_load_failure(f"expert {pole} ({art.path})", base_model_path(cfg)):
+            raise UserError(
+                f"no {what} for {pole} in {art.path}: run `rlphf train-expert pole={pole}{algo}` first"
+            )
+        with explain_load_failure(f"{what} {pole} ({art.path})", base_model_path(cfg)):
             if model is None:
                 model = PeftModel.from_pretrained(base, str(art.path), adapter_name=pole)
             else:

@@ -1,7 +1,8 @@
 """`rlphf pipeline`: every stage, end to end, skipping what is complete.
 
-train-sft -> pairs -> train-rm -> train-expert -> headroom -> train-pcm -> generate (every method) -> eval
-(pcm against every baseline, and soups against prompted) -> report. Each stage reads and writes the run
+train-sft -> pairs -> train-rm -> train-expert -> train-arm (GenARM's reward models) -> headroom -> train-pcm
+-> generate (every method) -> eval (pcm against every baseline, soups against prompted, genarm against soups)
+-> report. Each stage reads and writes the run
 directory, so an interrupted pipeline resumes where it stopped. `seeds=0,1,2` runs the whole pipeline once
 per seed, in `<run_dir>/seed<N>`, and closes with a report over the seeds.
 """
@@ -45,6 +46,16 @@ def _evaluate_all(cfg) -> None:
     for baseline in BASELINES:
         evaluate_pair(cfg, "pcm", baseline, judge)
     evaluate_pair(cfg, "soups", "prompted", judge)
+    evaluate_pair(cfg, "genarm", "soups", judge)
+
+
+def _train_arms(cfg) -> None:
+    """GenARM's autoregressive reward models, one per pole: `train-expert algo=arm` (saved as arms/<pole>)."""
+    from omegaconf import OmegaConf
+
+    from rlphf_cli.training.expert import train_expert
+
+    train_expert(OmegaConf.merge(cfg, {"expert": {"algo": "arm"}}))
 
 
 STAGES = [
@@ -52,6 +63,7 @@ STAGES = [
     ("pairs", "rlphf_cli.training.pairs:make_pairs"),
     ("train-rm", "rlphf_cli.training.rm:train_rm"),
     ("train-expert", "rlphf_cli.training.expert:train_expert"),
+    ("train-arm", _train_arms),
     ("headroom", "rlphf_cli.evaluation.headroom:headroom"),
     ("train-pcm", "rlphf_cli.training.pcm:train_pcm"),
     ("ablation", "rlphf_cli.training.pcm:train_ablation"),
@@ -146,16 +158,19 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
     if cfg is not None:
         lines += _mixtures_section(run, cfg)
     lines += _pcm_section(run)
-    experts = _manifests(run, "experts")
-    if any(
-        "win_rate_vs_base" in m.get("metrics", {}) for m in experts.values()
-    ):  # none without a benchmark judge
+    experts = [*_manifests(run, "experts").items(), *_manifests(run, "arms").items()]
+    if any("win_rate_vs_base" in m.get("metrics", {}) for _, m in experts):  # none without a benchmark judge
         lines += ["## Experts against the base on their own pole (held-out prompts, benchmark judge)", ""]
+        if any(m.get("algo") == "arm" for _, m in experts):
+            lines += [
+                "Rows `arm`: the base guided by the pole's GenARM reward model, against the base alone.",
+                "",
+            ]
         lines += [
             "| pole | algo | decoding | non-tied win rate % | wins / losses / ties | judge score expert / base | invalid % expert / base |",
             "|---|---|---|---|---|---|---|",
         ]
-        for pole, m in experts.items():
+        for pole, m in experts:
             x = m.get("metrics", {})
             for check in (x, x.get("sampled")):
                 if not check or "win_rate_vs_base" not in check:

@@ -111,6 +111,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(base_run, root):
     run = new_run(base_run, root, "resume_run")
     args = [
         sys.executable, "-m", "rlphf_cli", "train-expert", f"run_dir={run}", "pole=P3A", "algo=dpo",
+        "pairs.pairs_per_prompt=4",  # the pairs' own setting: other settings would be refused as stale
         "expert.dpo.max_steps=40", "expert.save_steps=10", "expert.eval_samples=1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

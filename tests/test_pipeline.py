@@ -42,6 +42,7 @@ def test_pipeline_runs_every_stage_and_resumes(toy_run):
         "Experts against the base",
         "Reward models",
         "Time per stage",
+        "| train-arm |",
         "sentence oracle",
         "from one pole to the other",
         "by the decision a token makes",
@@ -50,9 +51,9 @@ def test_pipeline_runs_every_stage_and_resumes(toy_run):
     ):
         assert part in summary, part
     assert (run_dir / "pcm" / "token_weights.png").stat().st_size > 0
-    for method in ("sft", "prompted", "soups", "mod", "uniform", "pcm"):
+    for method in ("sft", "prompted", "soups", "mod", "uniform", "genarm", "pcm"):
         assert (run_dir / "generations" / f"{method}.manifest.json").exists()
-    for name in ("pcm_vs_soups", "pcm_vs_sft", "soups_vs_prompted"):
+    for name in ("pcm_vs_soups", "pcm_vs_sft", "soups_vs_prompted", "pcm_vs_genarm", "genarm_vs_soups"):
         assert (run_dir / "eval" / name / "results.json").exists()
     stamp = (run_dir / "pcm" / "manifest.json").stat().st_mtime
     pipeline(compose([f"run_dir={run_dir}", *TOY]))  # everything complete: skipped, nothing retrained

@@ -2,7 +2,11 @@
 
 Methods: sft (the base), prompted (the base with the preference texts in the prompt), soups (the chosen
 experts merged into one adapter per combination), mod (fixed weights, log-space mixing), uniform (fixed
-uniform weights, probability-space mixing), pcm (weights from the trained preference control model).
+uniform weights, probability-space mixing), genarm (the base guided by the combination's autoregressive
+reward models, GenARM: log p_base + sum_i alpha_i log p_ARM_i, renormalised, with alpha_i the preference's
+weight i times `generate.genarm_alpha`), pcm (weights from the trained preference control model).
+GenARM's released code samples that mixture at temperature 1; here every method samples at
+`generate.temperature`, so that the table compares methods, not temperatures.
 
 A preference's weights drive soups (the merge weights), mod (the mixture weights) and pcm (its preference
 vector). `uniform` is the unpersonalised mixture: equal weights over the preference's poles by definition, so
@@ -37,11 +41,16 @@ from rlphf_cli.runs import RunDir, input_hash
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIXING = {"mod": "log", "uniform": "prob", "pcm": "prob"}
+DEFAULT_MIXING = {"mod": "log", "uniform": "prob", "pcm": "prob", "genarm": "log"}
 
 
 def generate(cfg) -> Path:
     return ensure_generations(cfg, cfg.generate.method)
+
+
+def genarm_weights(pref_weights, strength: float) -> list[float]:
+    """GenARM's weights over [base, ARM_1, ...] in log space: the base at 1, ARM i at alpha_i = w_i x strength."""
+    return [1.0, *(float(w) * strength for w in pref_weights)]
 
 
 def method_settings(cfg, method: str) -> dict:
@@ -59,6 +68,8 @@ def method_settings(cfg, method: str) -> dict:
     }
     if method == "soups":
         settings["merge"] = g.soups_merge
+    if method == "genarm":
+        settings["genarm_alpha"] = g.genarm_alpha
     if method in DEFAULT_MIXING:
         settings["mixing"] = g.mixing or DEFAULT_MIXING[method]
     settings["prompt_template"] = cfg.model.prompt_template
@@ -172,7 +183,10 @@ class Generator:
         self.tokenizer = load_tokenizer(base_path, cfg.model.trust_remote_code)
         base = load_causal_lm(base_path, cfg.model, self.device).eval()
         poles = sorted({p for _, pref in todo for p in pref.combination})
-        self.model = base if self.method in ("sft", "prompted") else load_experts(cfg, base, poles)
+        if self.method in ("sft", "prompted"):
+            self.model = base
+        else:  # genarm: the combination's autoregressive reward models, named by their poles
+            self.model = load_experts(cfg, base, poles, "arms" if self.method == "genarm" else "experts")
         self.pcm = None
         if self.method == "pcm":
             from rlphf_cli.pcm.provider import load_pcm
@@ -223,6 +237,8 @@ class Generator:
         extra = {"merge": g.soups_merge} if self.method == "soups" else {}
         if self.method in DEFAULT_MIXING:
             extra = {"mixing": self.mixing}
+        if self.method == "genarm":
+            extra["genarm_alpha"] = g.genarm_alpha
         return [
             {
                 "prompt_id": p.id,
@@ -255,6 +271,8 @@ class Generator:
             return [BASE]
         if self.method == "soups":
             return [soups[pref]]
+        if self.method == "genarm":  # the base is one more row, with no adapter
+            return [BASE, *pref.combination]
         return list(pref.combination)
 
     def _provider(self, prefs: list[Preference], active: list[list[str]]):
@@ -262,6 +280,10 @@ class Generator:
             return self.pcm.provider(prefs, active)
         weights = torch.zeros(len(prefs), len(active[0]))
         for i, pref in enumerate(prefs):
+            if self.method == "genarm":
+                row = genarm_weights(pref.weights, self.cfg.generate.genarm_alpha)
+                weights[i, : len(row)] = torch.tensor(row)
+                continue
             n = len(pref.combination) if self.method in ("uniform", "mod") else 1
             weights[i, :n] = torch.tensor(pref.weights) if self.method == "mod" else 1.0 / n
         return FixedWeights(weights.to(self.device))

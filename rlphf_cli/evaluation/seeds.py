@@ -139,7 +139,11 @@ def experts_table(runs: list[Path]) -> list[str]:
         "| pole | algo | greedy | sampled |",
         "|---|---|---|---|",
     ]
-    for pole, seeds in experts.items():
+    rows = [
+        *experts.items(),
+        *_metrics(runs, "arms").items(),
+    ]  # arms: GenARM's reward models guiding the base
+    for pole, seeds in rows:
         algos = "/".join(dict.fromkeys(str(x["_algo"]) for x in seeds if x["_algo"])) or "?"
         greedy = [_number(x.get("win_rate_vs_base")) for x in seeds]
         sampled = [

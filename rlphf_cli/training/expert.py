@@ -3,6 +3,8 @@
     dpo   TRL's DPOTrainer on the pole's pairs (reference: the base, i.e. the adapter disabled)
     ppo   PPO against the pole's reward model, as P-Soups trained its experts (rlphf_cli.training.ppo)
     grpo  TRL's GRPOTrainer with the pole's judge (or reward model) as the reward function
+    arm   not an expert: GenARM's autoregressive reward model on the pole's pairs (rlphf_cli.training.arm),
+          saved as `arms/<pole>/`; its check is the base guided by it against the base alone
 
 `experts/<pole>/` is a peft adapter folder (adapter_config.json, adapter_model.safetensors) with a manifest:
 pole, algorithm, the base it was trained on (path and fingerprint) and an own-pole check against the base on
@@ -25,7 +27,7 @@ from rlphf_cli.training.pairs import pole_pairs, resolve_poles, sample_responses
 
 log = logging.getLogger(__name__)
 
-ALGOS = ("dpo", "ppo", "grpo")
+ALGOS = ("dpo", "ppo", "grpo", "arm")
 TARGET = "rlphf_cli.training.expert:train_expert"
 _STRAY_FILES = (
     "training_args.bin",
@@ -89,12 +91,17 @@ def expert_made_from(cfg, pole: str) -> dict:
 
     root = RunDir(cfg.run_dir).root
     inputs = {"base": input_hash(root / "base")}
-    if cfg.expert.algo == "dpo":
+    if cfg.expert.algo in ("dpo", "arm"):  # ARMs learn from the pairs too
         inputs[f"pairs/{pole}"] = input_hash((external_pairs_dir(cfg) or root / PAIRS_DIR) / f"{pole}.json")
     elif cfg.expert.algo in ALGOS and reward_kind(cfg) == "reward_model":
         inputs[f"rm/{pole}"] = input_hash(root / "rm" / pole)
     section = f"expert.{cfg.expert.algo}" if cfg.expert.algo in ALGOS else "expert.algo"
     return made_from(cfg, (*EXPERT_KEYS, section), inputs)
+
+
+def artifact_name(algo: str, pole: str) -> str:
+    """Where a pole's adapter lives: `arms/<pole>` for GenARM's reward models, `experts/<pole>` otherwise."""
+    return f"arms/{pole}" if algo == "arm" else f"experts/{pole}"
 
 
 # ----- the command -----
@@ -107,19 +114,23 @@ def train_expert(cfg) -> list[Path]:
     run = RunDir(cfg.run_dir)
     todo = []
     for pole in poles:
-        art = run.artifact(f"experts/{pole}")
+        art = run.artifact(artifact_name(algo, pole))
         if art.reuse(expert_made_from(cfg, pole), "train-expert", cfg.force):
             check_adapter_base(cfg, art, "expert")
-            log.info("expert %s already complete (%s); skipping", pole, art.manifest().get("algo"))
+            log.info(
+                "%s already complete (%s); skipping",
+                art.path.relative_to(run.root),
+                art.manifest().get("algo"),
+            )
         else:
             todo.append(pole)
     if todo and launcher.should_prepare():
         _prepare(cfg, todo)
         if launcher.relaunch(cfg, TARGET):
-            return [run.artifact(f"experts/{p}").path for p in poles]
+            return [run.artifact(artifact_name(algo, p)).path for p in poles]
     for pole in todo:
         train_one_expert(cfg, pole)
-    return [run.artifact(f"experts/{p}").path for p in poles]
+    return [run.artifact(artifact_name(algo, p)).path for p in poles]
 
 
 def reward_kind(cfg) -> str:
@@ -137,7 +148,7 @@ def _prepare(cfg, poles: list[str]) -> None:
     run = RunDir(cfg.run_dir)
     if cfg.expert.algo == "ppo":
         launcher.refuse_sharded_parameters(cfg, "PPO")
-    if cfg.expert.algo == "dpo":
+    if cfg.expert.algo in ("dpo", "arm"):
         for pole in poles:
             pole_pairs(cfg, pole)
     elif reward_kind(cfg) == "reward_model":
@@ -163,31 +174,33 @@ def _prepare(cfg, poles: list[str]) -> None:
 
         get_reward(cfg, "judge")
     for pole in poles:  # last: a bad input above leaves nothing behind
-        _check_partial(cfg, run.artifact(f"experts/{pole}"), cfg.expert.algo)
+        _check_partial(cfg, run.artifact(artifact_name(cfg.expert.algo, pole)), cfg.expert.algo)
 
 
 def train_one_expert(cfg, pole: str) -> Path:
     from rlphf_cli.config import to_dict
+    from rlphf_cli.training import arm
 
-    art = RunDir(cfg.run_dir).artifact(f"experts/{pole}")
-    _check_partial(cfg, art, cfg.expert.algo)
+    algo = cfg.expert.algo
+    art = RunDir(cfg.run_dir).artifact(artifact_name(algo, pole))
+    _check_partial(cfg, art, algo)
     made = expert_made_from(cfg, pole)
     work = art.start(made)
     checkpoints = work / "checkpoints"
-    train = {"dpo": _train_dpo, "grpo": _train_grpo, "ppo": _train_ppo}[cfg.expert.algo]
+    train = {"dpo": _train_dpo, "grpo": _train_grpo, "ppo": _train_ppo, "arm": arm.train_arm}[algo]
     stats = train(cfg, pole, work, checkpoints)
     launcher.wait_for_everyone()
     if not launcher.is_main_process():
         return art.path
-    check = own_pole_check(cfg, pole, work)
+    check = (arm.guided_check if algo == "arm" else own_pole_check)(cfg, pole, work)
     shutil.rmtree(checkpoints, ignore_errors=True)
     for stray in (*_STRAY_FILES, "partial.json"):
         (work / stray).unlink(missing_ok=True)
     art.commit(
-        "expert",
+        "arm" if algo == "arm" else "expert",
         to_dict(cfg),
         pole=pole,
-        algo=cfg.expert.algo,
+        algo=algo,
         base=base_fingerprint(cfg),
         metrics={
             **stats,
@@ -195,11 +208,13 @@ def train_one_expert(cfg, pole: str) -> Path:
         },  # training figures, then the own-pole check (greedy; sampled under "sampled")
         made_from=made,
     )
-    log.info("expert %s (%s) -> %s", pole, cfg.expert.algo, art.path)
+    what = "ARM" if algo == "arm" else "expert"
+    log.info("%s %s (%s) -> %s", what, pole, algo, art.path)
     for c in (check, check.get("sampled")):
         if c and c.get("win_rate_vs_base") is not None:
             log.info(
-                "expert %s, %s: beats the base on %s in %.0f%% of non-tied held-out comparisons; judge score %.3f -> %.3f",
+                "%s %s, %s: beats the base on %s in %.0f%% of non-tied held-out comparisons; judge score %.3f -> %.3f",
+                what,
                 pole,
                 c["decoding"],
                 pole,

@@ -1,4 +1,5 @@
-"""Config of experts (`rlphf train-expert`): one LoRA adapter per pole, trained by DPO, PPO or GRPO.
+"""Config of experts (`rlphf train-expert`): one LoRA adapter per pole, trained by DPO, PPO or GRPO, and of
+GenARM's autoregressive reward models (`algo=arm`, saved as `arms/<pole>`).
 
 Defaults are P-Soups's (LoRA r=16 alpha=32, lr 1.4e-5, batch 16, 8 PPO epochs, target KL 0.1) for a real
 base; the synthetic benchmark's recipe (conf/benchmark/synthetic.yaml) overrides budgets and learning rates.
@@ -56,9 +57,21 @@ class GRPOSettings:
 
 
 @dataclass
+class ARMSettings:
+    """GenARM's autoregressive reward model (Xu et al., ICLR 2025): a LoRA causal LM on the pole's pairs."""
+
+    learning_rate: float | None = None  # GenARM's LoRA ARMs: 5e-4
+    batch_size: int | None = None
+    max_steps: int | None = None
+    num_epochs: float | None = None  # GenARM: 1 epoch
+    # the reward is beta * sum_t log p_ARM(y_t | x, y_<t); GenARM: 0.05 (HH), 0.5 (helpfulness), 0.01 (harmlessness)
+    beta: float = 0.1
+
+
+@dataclass
 class ExpertConfig:
     pole: str = "all"  # a pole name, several separated by commas, or all (skips complete experts)
-    algo: str = "dpo"  # dpo | ppo | grpo
+    algo: str = "dpo"  # dpo | ppo | grpo | arm (GenARM's autoregressive reward model, saved as arms/<pole>)
     lora_r: int = 16  # P-Soups: LoRA r=16, alpha=32, dropout 0.05
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -82,6 +95,7 @@ class ExpertConfig:
     dpo: DPOSettings = field(default_factory=DPOSettings)
     ppo: PPOSettings = field(default_factory=PPOSettings)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    arm: ARMSettings = field(default_factory=ARMSettings)
 
 
 @dataclass
