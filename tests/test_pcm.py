@@ -103,7 +103,7 @@ def test_mixture_loglik_gradient_matches_finite_differences():
         [[4, 5], [6]],
         [[2, 3, 1], [3, 1]],
         expert_logps,
-        torch.tensor([1.0, 0.0], dtype=torch.float64),
+        torch.tensor([0.5, 0.5], dtype=torch.float64),
     )
     with torch.no_grad():  # by hand: a zero head gives weights 1/2 each, so sum_t log((p1_t + p2_t) / 2)
         saved = pcm.head.weight.clone()
@@ -382,3 +382,20 @@ def test_cli_errors(random_run, tmp_path):
         "benchmark.poles=[P1A,P1B,P2A,P2B]",
     )
     assert out.returncode == 2 and "trained for experts" in out.stderr
+
+
+def test_an_untrained_pcm_is_the_preferences_weighted_mixture(tmp_path):
+    """The weight prior: with a zero head the PCM's weights are the preference's own weights (renormalised
+    over the row's experts), at every position, and a saved PCM keeps its prior."""
+    pcm = toy_pcm(poles=["P1A", "P1B", "P2A"], experts=["P1A", "P1B", "P2A"])
+    with torch.no_grad():
+        pcm.head.weight.zero_()
+    ids, mask = torch.tensor([[3, 4, 5], [3, 4, 5]]), torch.ones(2, 3, dtype=torch.long)
+    pref = torch.tensor([[0.7, 0.0, 0.3], [0.2, 0.0, 0.8]])
+    logits, _ = pcm(ids, mask, pref)
+    w = pcm.log_weights(logits, [["P1A", "P2A"], ["P2A", "P1A"]]).exp()
+    torch.testing.assert_close(w, torch.tensor([[[0.7, 0.3]] * 3, [[0.8, 0.2]] * 3]))
+    pcm.save(tmp_path / "pcm")
+    again = PreferenceControlModel.load(tmp_path / "pcm")
+    assert again.weight_prior
+    torch.testing.assert_close(again(ids, mask, pref)[0], logits)

@@ -3,7 +3,10 @@
 A LLaMA-style body reads the experts' token stream (instruction, then the partial response); the
 preference enters as a weight vector over the poles, projected and added to every input embedding, so a
 continuous, user-inferred preference (PReF) is as easy to give as a binary combination. A linear head
-gives one logit per expert; the head starts at zero, so an untrained PCM is exactly the uniform mixture.
+gives one logit per expert, added to the log of the preference's weight on that expert's pole (the
+weight prior): the head starts at zero, so an untrained PCM is exactly the preference's weighted mixture
+(the uniform mixture for a binary combination), and training learns where to depart from it. Without
+the prior (PCMs saved before it) a PCM had to learn to read weights from the embedding alone, and did not.
 
 Saved as a folder: the body as a Hugging Face model (`config.json`, `model.safetensors`), the preference
 projection and head in `pcm_head.safetensors`, and `pcm.json` naming the poles and the experts in order.
@@ -25,8 +28,15 @@ META_FILE = "pcm.json"
 
 
 class PreferenceControlModel(nn.Module):
-    def __init__(self, body, poles: list[str], experts: list[str]):
+    def __init__(self, body, poles: list[str], experts: list[str], weight_prior: bool = True):
         super().__init__()
+        self.weight_prior = weight_prior
+        # expert k's pole among the preference's columns (-1: an expert that is no pole, no prior)
+        self.register_buffer(
+            "expert_pole",
+            torch.tensor([poles.index(e) if e in poles else -1 for e in experts]),
+            persistent=False,
+        )
         self.body = body  # a transformers LlamaModel (no LM head)
         self.poles = list(poles)
         self.experts = list(experts)
@@ -51,7 +61,11 @@ class PreferenceControlModel(nn.Module):
             cache=past_key_values,
             use_cache=use_cache,
         )
-        return self.head(out.last_hidden_state), past_key_values
+        logits = self.head(out.last_hidden_state)
+        if self.weight_prior:
+            weights = preference[:, self.expert_pole.clamp_min(0)].masked_fill(self.expert_pole < 0, 1.0)
+            logits = logits + weights.clamp_min(1e-6).log()[:, None, :].to(logits.dtype)
+        return logits, past_key_values
 
     def preference_vector(self, combination, weights) -> torch.Tensor:
         vec = torch.zeros(len(self.poles))
@@ -92,7 +106,8 @@ class PreferenceControlModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.body.save_pretrained(folder, safe_serialization=True)
         save_file({k: v.contiguous() for k, v in self._extra_state().items()}, folder / HEAD_FILE)
-        (folder / META_FILE).write_text(json.dumps({"poles": self.poles, "experts": self.experts}, indent=2))
+        meta = {"poles": self.poles, "experts": self.experts, "weight_prior": self.weight_prior}
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
         return {
@@ -114,7 +129,8 @@ class PreferenceControlModel(nn.Module):
                 f"the PCM in {folder} was trained for experts [{', '.join(meta['experts'])}] "
                 f"({len(meta['experts'])}), not [{', '.join(experts)}] ({len(experts)})"
             )
-        model = cls(LlamaModel.from_pretrained(folder), meta["poles"], meta["experts"])
+        body = LlamaModel.from_pretrained(folder)
+        model = cls(body, meta["poles"], meta["experts"], meta.get("weight_prior", False))
         state = load_file(folder / HEAD_FILE)
         model.preference.weight.data.copy_(state["preference.weight"])
         model.head.weight.data.copy_(state["head.weight"])

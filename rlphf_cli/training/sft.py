@@ -108,9 +108,6 @@ def _fit(cfg, model, tokenizer, corpus: list[dict], output_dir: Path) -> dict:
         max_length=cfg.model.max_position_embeddings,
         completion_only_loss=True,
         weight_decay=0.0,
-        # batches of similar lengths: the prompted examples (preference texts) are long, and padding every
-        # batch to them made SFT 1.5x slower
-        train_sampling_strategy="group_by_length",
     )
     trainer = log_to_file(
         SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
