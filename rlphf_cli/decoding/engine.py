@@ -3,8 +3,9 @@
 Experts are either LoRA adapters on one base (one batched forward per step, rows replicated per expert,
 one KV cache) or K separate models that share a tokenizer (one forward and one cache each). Rows of one
 batch may mix different experts (other combinations, other users): `active` is then one list per row, all
-of one length (pad a shorter one with BASE at weight 0), and each row runs only its own experts. A weight provider gives the mixture weights before every token: fixed weights, or a model
-(the PCM) that reads the same token stream. Mixing happens after each expert's log-softmax, in probability
+of one length (pad a shorter one with BASE at weight 0), and each row runs only its own experts. A weight
+provider gives the mixture weights before every token: fixed weights, or a model (the PCM) that reads the
+same token stream. Mixing happens after each expert's log-softmax, in probability
 space (`logsumexp(log w + logp)`, the PCM paper's choice) or in log space (`sum w logp`, as MOD);
 temperature, top-k, top-p and greedy are applied once, to the mixture.
 """
