@@ -88,14 +88,15 @@ class PreferenceControlModel(nn.Module):
         real = torch.tensor([[a != BASE for a in row] for row in rows])
         return index, real
 
-    def log_weights(self, logits: torch.Tensor, active) -> torch.Tensor:
+    def log_weights(self, logits: torch.Tensor, active=None, index=None) -> torch.Tensor:
         """Log-softmax over each row's experts only, in their order: [B, ..., K] -> [B, ..., Ka].
 
-        `active` names the experts of every row, or one list per row (BASE padding gets weight 0).
+        `active` names the experts of every row, or one list per row (BASE padding gets weight 0); a caller
+        that asks every decoding step passes `index`, `expert_index` of those rows, made once.
         """
         from rlphf_cli.decoding.engine import rows_active
 
-        index, real = self.expert_index(rows_active(active, logits.shape[0]))
+        index, real = index or self.expert_index(rows_active(active, logits.shape[0]))
         view = (index.shape[0], *([1] * (logits.dim() - 2)), index.shape[1])
         index, real = index.to(logits.device).view(view), real.to(logits.device).view(view)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32

@@ -18,7 +18,8 @@ class PCMWeights:
         self.pcm = pcm
         self.preference = preference  # [B, n_poles]: rows may carry different preferences
         self.active = rows_active(active, preference.shape[0])  # each row's experts, as the engine's
-        pcm.expert_index(self.active)  # refuses experts the PCM was not trained with
+        self._index = pcm.expert_index(self.active)  # refuses experts the PCM was not trained with
+        self._index_for = self.active
 
     @torch.no_grad()
     def prefill(self, input_ids, attention_mask):
@@ -32,7 +33,9 @@ class PCMWeights:
         return self._weights(logits)
 
     def _weights(self, logits):
-        return self.pcm.log_weights(logits[:, -1], self.active).exp()
+        if self._index_for is not self.active:  # once per batch (the server replaces `active` as rows join)
+            self._index, self._index_for = self.pcm.expert_index(self.active), self.active
+        return self.pcm.log_weights(logits[:, -1], index=self._index).exp()
 
 
 class LoadedPCM:
