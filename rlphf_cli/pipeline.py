@@ -269,7 +269,7 @@ def _pcm_section(run: RunDir) -> list[str]:
             ablations.append(
                 f"- algorithm: the same PCM trained with {algo.upper()} {x['pcm_reward']:.3f} against "
                 f"{manifest.get('config', {}).get('pcm', {}).get('algo', '?').upper()} {metrics.get('pcm_reward', float('nan')):.3f} "
-                f"(uniform {x['uniform_reward']:.3f})"
+                f"(uniform {x.get('uniform_reward', metrics.get('uniform_reward', float('nan'))):.3f})"
             )
     if ablations:
         lines += ["Ablations (held-out mean normalised reward):", "", *ablations, ""]

@@ -1,5 +1,6 @@
 """`rlphf pipeline` end to end at toy budgets on the synthetic benchmark, and its resume."""
 
+import json
 import shutil
 
 import pytest
@@ -51,6 +52,11 @@ def test_pipeline_runs_every_stage_and_resumes(toy_run):
     ):
         assert part in summary, part
     assert (run_dir / "pcm" / "token_weights.png").stat().st_size > 0
+    # the ablation's PCM is scored alone; its line compares it with the main PCM's uniform
+    main = json.loads((run_dir / "pcm" / "manifest.json").read_text())["metrics"]
+    other = json.loads((run_dir / "ablations" / "pcm-rloo" / "manifest.json").read_text())["metrics"]
+    assert "pcm_reward" in other and "uniform_reward" not in other and "weight_sweep" not in other
+    assert f"(uniform {main['uniform_reward']:.3f})" in summary
     for method in ("sft", "prompted", "soups", "mod", "uniform", "genarm", "pcm"):
         assert (run_dir / "generations" / f"{method}.manifest.json").exists()
     for name in ("pcm_vs_soups", "pcm_vs_sft", "soups_vs_prompted", "pcm_vs_genarm", "genarm_vs_soups"):

@@ -1,13 +1,16 @@
-"""LoRA adapters applied to expert-replicated rows with one batched matmul per layer.
+"""LoRA adapters applied to expert-replicated rows with two dense matmuls per layer.
 
 peft's per-row `adapter_names` loops over the adapters inside every LoRA layer, selecting each one's rows;
 on the decoding hot path that costs more than the matmuls themselves. Here the base layers run once over
 all B x K rows (adapters disabled) and a forward hook adds every row's own low-rank update. Row b*K + i
 carries the i-th adapter of row b's list (`__base__`, or a layer the adapter does not target, is a zero
-update). The A and B tensors of the adapters in use are stacked once per adapter set into [N, r, in] and
-[N, out, r] (ranks padded with zeros). When every row carries the same list the K stacked updates are
-broadcast over the rows; when rows differ (other preferences, other users), each row's A and B are
-gathered once per decoded batch.
+update). The A and B matrices of the N adapters in use are concatenated once per adapter set into
+[N*r, in] and [out, N*r] (ranks padded with zeros); every row projects onto all N adapters' down
+matrices, a 0/1 mask keeps its own adapter's r columns, and one matmul with the concatenated up matrices
+adds its update. Dense matmuls over all rows beat B x K tiny per-row ones (gathered A and B) by far at
+decoding's one token per step; the extra work, N*r columns beside the layer's `out`, is small. The mask is
+made once per decoded batch: [K, N*r] when every row carries the same list, [B, K, N*r] when rows differ
+(other preferences, other users).
 """
 
 from __future__ import annotations
@@ -29,20 +32,23 @@ class StackedLoRA:
             if any(m.use_dora.get(a, False) for a in m.lora_A):
                 raise ValueError("stacked LoRA decoding does not support DoRA adapters")
         self._stacks: dict[tuple[str, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self._rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._names: tuple[str, ...] = ()
+        self._rank = 1
+        self._mask = torch.zeros(0)
 
     def _stack(self, layer, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's adapters `names` concatenated: A [N*r, in] and B [out, N*r], B scaled."""
         base = layer.get_base_layer()
         weight = base.weight
-        rank = max([layer.r[a] for a in names if a in layer.lora_A] or [1])
+        rank = self._rank
         A = weight.new_zeros(len(names), rank, base.in_features)
-        B = weight.new_zeros(len(names), base.out_features, rank)
+        B = weight.new_zeros(base.out_features, len(names), rank)
         for i, a in enumerate(names):
             if a in layer.lora_A:
                 r = layer.r[a]
                 A[i, :r] = layer.lora_A[a].weight.to(weight.dtype)
-                B[i, :, :r] = layer.lora_B[a].weight.to(weight.dtype) * layer.scaling[a]
-        return A, B
+                B[:, i, :r] = layer.lora_B[a].weight.to(weight.dtype) * layer.scaling[a]
+        return A.reshape(-1, base.in_features), B.reshape(base.out_features, -1)
 
     def prepare(self, rows: list[tuple[str, ...]]) -> None:
         """Set up the updates for rows that each carry a list of adapters (all lists of one length); one
@@ -55,14 +61,16 @@ class StackedLoRA:
             raise KeyError(f"unknown expert adapter(s) {unknown}; loaded: {list(self.model.peft_config)}")
         if names not in self._stacks:
             # keep one adapter set at a time; peft's adapters may have changed since (soups are added)
+            self._rank = max([m.r[a] for m in self.layers for a in names if a in m.lora_A] or [1])
             self._stacks = {names: [self._stack(m, names) for m in self.layers]}
+            self._names = names
         self.k = len(rows[0])
         shared = all(row == rows[0] for row in rows)
         index = torch.tensor([[names.index(a) for a in row] for row in (rows[:1] if shared else rows)])
-        # shared: [K, r, in] broadcast over the rows; per row: [B, K, r, in], gathered once for the batch
-        self._rows = [
-            (A[index[0]], B[index[0]]) if shared else (A[index], B[index]) for A, B in self._stacks[names]
-        ]
+        A = self._stacks[names][0][0] if self.layers else torch.zeros(0)
+        slots = torch.nn.functional.one_hot(index, len(names)).to(A.dtype)  # [1 or B, K, N]
+        mask = slots.repeat_interleave(self._rank, dim=-1).to(A.device)  # [1 or B, K, N*r]
+        self._mask = mask[:, :, None, :]  # broadcast over the tokens of each row
 
     @contextlib.contextmanager
     def applied(self):
@@ -70,19 +78,14 @@ class StackedLoRA:
 
         Entered once per decoded batch (not per step): toggling peft's adapters walks every module.
         """
-        k = self.k
+        k, mask = self.k, self._mask
         hooks = []
-        for layer, (A, B) in zip(self.layers, self._rows, strict=True):
-            down, up = (
-                ("bktd,krd->bktr", "bktr,kor->bkto")
-                if A.dim() == 3
-                else ("bktd,bkrd->bktr", "bktr,bkor->bkto")
-            )
+        for layer, (A, B) in zip(self.layers, self._stacks[self._names], strict=True):
 
-            def hook(module, inputs, output, A=A, B=B, down=down, up=up):
+            def hook(module, inputs, output, A=A, B=B):
                 x = inputs[0]
                 xk = x.reshape(x.shape[0] // k, k, -1, x.shape[-1]).to(A.dtype)
-                delta = torch.einsum(up, torch.einsum(down, xk, A), B)
+                delta = torch.nn.functional.linear(torch.nn.functional.linear(xk, A) * mask, B)
                 return output + delta.reshape(output.shape).to(output.dtype)
 
             hooks.append(layer.register_forward_hook(hook))

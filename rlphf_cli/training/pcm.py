@@ -355,9 +355,15 @@ def token_role(tokens: list[int], t: int, sentence_ends: set[int]) -> int:
 
 
 def compare_with_uniform(
-    trainer: PCMTrainer, pcm: PreferenceControlModel, n_prompts: int, seed: int, work: Path
+    trainer: PCMTrainer,
+    pcm: PreferenceControlModel,
+    n_prompts: int,
+    seed: int,
+    work: Path,
+    methods: tuple[str, ...] = ("pcm", "uniform", "pcm_log_mixing"),
 ) -> dict:
-    """Held-out mean normalised reward of the PCM mixture, the uniform mixture and the PCM under log mixing;
+    """Held-out mean normalised reward of the PCM mixture, the uniform mixture and the PCM under log mixing
+    (`methods`: the PCM alone for the ablation's other-algorithm PCM, whose uniform is the main PCM's);
     where in a response each dimension's expert carries weight; a picture of the weights token by token."""
     from rlphf_cli.pcm.plots import plot_token_weights
     from rlphf_cli.preferences import POLES
@@ -365,7 +371,7 @@ def compare_with_uniform(
     prompts = trainer.bench.eval_prompts()[:n_prompts]
     reference = trainer.reference_scores(prompts)
     dims = list(dict.fromkeys(POLES[p].dimension for p in trainer.poles))
-    totals: dict[str, list[float]] = {"pcm": [], "uniform": [], "pcm_log_mixing": []}
+    totals: dict[str, list[float]] = {m: [] for m in methods}
     by_fifth = torch.zeros(len(dims), 5)
     counts = torch.zeros(len(dims), 5)
     by_role = torch.zeros(len(dims), len(ROLES))
@@ -411,16 +417,21 @@ def compare_with_uniform(
             examples.append({"combination": list(combination), "tokens": tokens, "weights": res.weights[0]})
     mean = {m: sum(v) / len(v) for m, v in totals.items()}
     plot_token_weights(examples, work / "token_weights.png")
-    return {
-        "eval_prompts": len(prompts),
-        "pcm_reward": round(mean["pcm"], 4),
-        "uniform_reward": round(mean["uniform"], 4),
-        "pcm_minus_uniform": round(mean["pcm"] - mean["uniform"], 4),
-        "pcm_log_mixing_reward": round(mean["pcm_log_mixing"], 4),
-        "ablations": {
-            "mixing": f"PCM weights mixed in probability space {mean['pcm']:.3f}, in log space {mean['pcm_log_mixing']:.3f} "
-            "(held-out mean normalised reward)"
-        },
+    out = {"eval_prompts": len(prompts), "pcm_reward": round(mean["pcm"], 4)}
+    if "uniform" in mean:
+        out |= {
+            "uniform_reward": round(mean["uniform"], 4),
+            "pcm_minus_uniform": round(mean["pcm"] - mean["uniform"], 4),
+        }
+    if "pcm_log_mixing" in mean:
+        out |= {
+            "pcm_log_mixing_reward": round(mean["pcm_log_mixing"], 4),
+            "ablations": {
+                "mixing": f"PCM weights mixed in probability space {mean['pcm']:.3f}, in log space "
+                f"{mean['pcm_log_mixing']:.3f} (held-out mean normalised reward)"
+            },
+        }
+    return out | {
         "weight_by_token_role": {
             f"expert_of_dimension_{d}": dict(
                 zip(
@@ -514,8 +525,9 @@ def pcm_made_from(cfg) -> dict:
     return made_from(cfg, PCM_KEYS, inputs)
 
 
-def train_pcm(cfg, name: str = "pcm", launch: tuple | None = None) -> Path:
-    """Train the PCM into `<run_dir>/<name>` (the ablation trains its other-algorithm PCM beside it).
+def train_pcm(cfg, name: str = "pcm", launch: tuple | None = None, ablation: bool = False) -> Path:
+    """Train the PCM into `<run_dir>/<name>` (the ablation trains its other-algorithm PCM beside it, and
+    evaluates only its held-out reward: uniform is the main PCM's, the rest are about the main PCM).
 
     `launch` is the (config, "module:function") that `launcher.num_processes>1` relaunches (default: this).
     """
@@ -537,7 +549,10 @@ def train_pcm(cfg, name: str = "pcm", launch: tuple | None = None) -> Path:
     if not trainer.accelerator.is_main_process:
         return art.path
     metrics = {"final_reward": history[-1]["reward"] if history else None}
-    if cfg.pcm.eval_prompts:
+    if cfg.pcm.eval_prompts and ablation:
+        metrics |= compare_with_uniform(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed, work, methods=("pcm",))
+        log.info("held-out mean normalised reward: PCM (%s) %.3f", cfg.pcm.algo, metrics["pcm_reward"])
+    elif cfg.pcm.eval_prompts:
         metrics |= compare_with_uniform(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed, work)
         metrics["weight_sweep"] = weight_sweep(trainer, pcm, cfg.pcm.eval_prompts, cfg.seed)
         log.info(
@@ -575,4 +590,5 @@ def train_ablation(cfg) -> Path | None:
         OmegaConf.merge(cfg, {"pcm": change}),
         f"ablations/pcm-{other}",
         launch=(cfg, "rlphf_cli.training.pcm:train_ablation"),
+        ablation=True,
     )
