@@ -216,3 +216,80 @@ def test_rows_with_their_own_experts_and_weights_decode_as_alone(peft_model, pat
     ]
     assert together == alone
     assert len({tuple(t) for t in together}) > 2  # the rows really decode differently
+
+
+class _NoSelect:
+    """The same experts without `select`: decode keeps finished rows in the batch (the reference)."""
+
+    def __init__(self, experts):
+        self.experts = experts
+
+    def prefill(self, *a):
+        return self.experts.prefill(*a)
+
+    def step(self, *a):
+        return self.experts.step(*a)
+
+    def close(self):
+        self.experts.close()
+
+
+@pytest.mark.parametrize("path", ["stacked", "peft", "separate"])
+def test_finished_rows_leave_the_batch_and_change_nothing(peft_model, path):
+    """Rows that end early are dropped from the batch (their caches too); every row's tokens, weights and
+    expert log-probs equal those of a decode that keeps every row to the end, and of the row alone."""
+    rows = [["P1A", "P2B"], ["P3A", "P1A"], ["P2B", BASE], ["P2B", "P3A"], ["P1A", "P3A"]]
+    w = torch.tensor([[0.7, 0.3], [0.5, 0.5], [1.0, 0.0], [0.2, 0.8], [0.4, 0.6]])
+    prompts = PROMPTS + [[20, 21, 22], [30, 31, 32, 33, 34, 35, 36, 37]]
+    if path == "separate":
+        experts = SeparateExperts({name: tiny_base(seed=i) for i, name in enumerate([*NAMES, BASE])})
+    else:
+        experts = AdapterExperts(peft_model, stacked=path == "stacked")
+    kw = dict(pad_token_id=PAD, max_new_tokens=16, sampler=Sampler(greedy=True), record=True)
+    # an end token that some rows write early and others late or never
+    endless = decode(experts, FixedWeights(w), prompts, rows, eos_token_id=-1, **kw).tokens
+    eos = endless[0][3]
+    sizes = []
+    step = experts.step
+    experts.step = lambda tokens, mask: sizes.append(len(tokens)) or step(tokens, mask)
+    try:
+        dropped = decode(experts, FixedWeights(w), prompts, rows, eos_token_id=eos, **kw)
+    finally:
+        del experts.step
+    kept = decode(_NoSelect(experts), FixedWeights(w), prompts, rows, eos_token_id=eos, **kw)
+    lengths = [len(t) for t in dropped.tokens]
+    assert len(set(lengths)) > 1 and min(lengths) < 16  # rows really end at different steps
+    assert sizes[-1] < len(prompts)  # the finished rows left the batch
+    assert dropped.tokens == kept.tokens
+    for a, b in zip(dropped.weights + dropped.expert_logps, kept.weights + kept.expert_logps, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    alone = [
+        decode(experts, FixedWeights(w[i : i + 1]), [prompts[i]], rows[i], eos_token_id=eos, **kw).tokens[0]
+        for i in range(len(rows))
+    ]
+    assert dropped.tokens == alone
+
+
+def test_finished_rows_leave_the_pcm_provider_too(peft_model):
+    """The PCM's cache, preferences and expert lists follow the rows that stay: the same tokens and weights
+    as a decode that keeps every row."""
+    from rlphf_cli.config import compose
+    from rlphf_cli.pcm.model import build_pcm
+    from rlphf_cli.pcm.provider import PCMWeights
+
+    cfg = compose(["pcm.hidden_size=16", "pcm.intermediate_size=32", "pcm.num_hidden_layers=1"])
+    pcm = build_pcm(cfg.pcm, VOCAB, PAD, NAMES, NAMES, 0).eval()
+    torch.nn.init.normal_(pcm.head.weight, std=0.5)
+    rows = [["P1A", "P2B"], ["P3A", "P1A"], ["P2B", BASE], ["P2B", "P3A"], ["P1A", "P3A"]]
+    real = [[a for a in r if a != BASE] for r in rows]
+    prefs = torch.stack([pcm.preference_vector(r, [0.6, 0.4] if len(r) == 2 else [1.0]) for r in real])
+    prompts = PROMPTS + [[20, 21, 22], [30, 31, 32, 33, 34, 35, 36, 37]]
+    experts = AdapterExperts(peft_model)
+    kw = dict(pad_token_id=PAD, max_new_tokens=16, sampler=Sampler(greedy=True), record=True)
+    eos = decode(experts, PCMWeights(pcm, prefs, rows), prompts, rows, eos_token_id=-1, **kw).tokens[0][3]
+    dropped = decode(experts, PCMWeights(pcm, prefs, rows), prompts, rows, eos_token_id=eos, **kw)
+    kept = decode(_NoSelect(experts), PCMWeights(pcm, prefs, rows), prompts, rows, eos_token_id=eos, **kw)
+    assert len({len(t) for t in dropped.tokens}) > 1
+    assert dropped.tokens == kept.tokens
+    for a, b in zip(dropped.weights, kept.weights, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

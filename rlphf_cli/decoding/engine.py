@@ -90,6 +90,16 @@ class Experts(Protocol):
     def close(self) -> None:
         """The batch is decoded: release what prefill set up."""
 
+    # optional: `select(index, front)` keeps only rows `index` of the batch (their caches too) and drops
+    # the first `front` positions, which no kept row attends to; `decode` then drops finished rows
+
+
+def select_cache(cache, index: torch.Tensor, drop_front: int) -> None:
+    """Keep rows `index` of a KV cache, without its first `drop_front` positions."""
+    for layer in cache.layers:
+        layer.keys = layer.keys[index, :, drop_front:]
+        layer.values = layer.values[index, :, drop_front:]
+
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
@@ -107,6 +117,11 @@ class _CachedForward:
         self.ids, self.mask = input_ids, attention_mask
         self.cache = DynamicCache() if self.use_cache else None
         return self._forward(input_ids, attention_mask, _positions(attention_mask))
+
+    def select(self, rows: torch.Tensor, front: int) -> None:
+        self.ids = self.ids[rows, front:]
+        if self.cache is not None:
+            select_cache(self.cache, rows, front)
 
     def step(self, tokens, attention_mask) -> torch.Tensor:
         self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
@@ -170,6 +185,16 @@ class AdapterExperts:
         logp = self.fwd.step(self._rows(tokens), self._rows(attention_mask))
         return logp.view(tokens.shape[0], self.k, -1)
 
+    def select(self, index: torch.Tensor, front: int) -> None:
+        """Keep rows `index` (each with its k expert rows), without the first `front` positions."""
+        rows = (index[:, None] * self.k + torch.arange(self.k, device=index.device)).flatten()
+        self.fwd.select(rows, front)
+        if self.stacked is not None:
+            self.stacked.select(index)
+        elif "adapter_names" in self.fwd.kwargs:
+            names = self.fwd.kwargs["adapter_names"]
+            self.fwd.kwargs["adapter_names"] = [names[i] for i in rows.tolist()]
+
     def close(self) -> None:
         """Leave the model as it was (adapters enabled, no hooks)."""
         self._session.close()
@@ -198,6 +223,11 @@ class SeparateExperts:
     def step(self, tokens, attention_mask):
         return self._select([self.fwds[a].step(tokens, attention_mask) for a in self.used])
 
+    def select(self, index: torch.Tensor, front: int) -> None:
+        for a in self.used:
+            self.fwds[a].select(index, front)
+        self.index = self.index[index]
+
     def _select(self, logps: list[torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack(logps, dim=1)  # [B, N, V]
         return stacked.gather(1, self.index[:, :, None].expand(-1, -1, stacked.shape[-1]))
@@ -225,6 +255,10 @@ class FixedWeights:
 
     def step(self, tokens, attention_mask):
         return self.weights.to(tokens.device)
+
+    def select(self, index: torch.Tensor, front: int) -> None:
+        if self.weights.shape[0] > 1:  # one row of weights stands for every row
+            self.weights = self.weights[index.to(self.weights.device)]
 
 
 @dataclass
@@ -269,27 +303,44 @@ def decode(
     """
     sampler = sampler or Sampler()
     ids, mask = left_pad(prompts, pad_token_id, device)
+    batch = ids.shape[0]
+    compact = hasattr(experts, "select") and hasattr(provider, "select")
+    tokens_out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=ids.device)
+    rec_w: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    rec_lp: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     try:
-        logp = experts.prefill(ids, mask, rows_active(active, ids.shape[0]))
+        logp = experts.prefill(ids, mask, rows_active(active, batch))
         weights = provider.prefill(ids, mask)
-        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        out_tokens, out_w, out_lp = [], [], []
+        live = torch.arange(batch, device=ids.device)  # the rows still in the batch, by original index
+        done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         for t in range(max_new_tokens):
             token = sampler(mix(logp, weights, mixing), generator)
             token = token.masked_fill(done, pad_token_id)
-            out_tokens.append(token)
+            tokens_out[live, t] = token
             if record:
-                out_w.append(weights.float())
-                out_lp.append(logp.gather(-1, token[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(-1))
+                w = weights.float()
+                lp = logp.gather(-1, token[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(-1)
+                for j in (~done).nonzero().flatten().tolist():
+                    rec_w[int(live[j])].append(w[j])
+                    rec_lp[int(live[j])].append(lp[j])
             done |= token == eos_token_id
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
+            if compact and int(done.sum()) >= max(1, len(live) // 8):
+                # finished rows leave the batch: later steps compute only the rows still writing
+                keep = (~done).nonzero().flatten()
+                mask = mask[keep]
+                front = int((mask.sum(0) == 0).long().cumprod(0).sum())  # positions no kept row attends to
+                mask = mask[:, front:]
+                experts.select(keep, front)
+                provider.select(keep, front)
+                live, token, done = live[keep], token[keep], done[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             logp = experts.step(token, mask)
             weights = provider.step(token, mask)
             if on_step is not None:
                 on_step()
-        steps = torch.stack(out_tokens, dim=1).tolist()
+        steps = tokens_out[:, : t + 1].tolist()
     finally:
         experts.close()
     result = Decoded(tokens=[])
@@ -297,6 +348,6 @@ def decode(
         n = row.index(eos_token_id) + 1 if eos_token_id in row else len(row)
         result.tokens.append(row[:n])
         if record:
-            result.weights.append(torch.stack([w[i] for w in out_w[:n]]))
-            result.expert_logps.append(torch.stack([lp[i] for lp in out_lp[:n]]))
+            result.weights.append(torch.stack(rec_w[i]))
+            result.expert_logps.append(torch.stack(rec_lp[i]))
     return result

@@ -72,20 +72,25 @@ class StackedLoRA:
         mask = slots.repeat_interleave(self._rank, dim=-1).to(A.device)  # [1 or B, K, N*r]
         self._mask = mask[:, :, None, :]  # broadcast over the tokens of each row
 
+    def select(self, index: torch.Tensor) -> None:
+        """Keep rows `index` of the prepared batch (finished rows leave it)."""
+        if self._mask.shape[0] > 1:
+            self._mask = self._mask[index.to(self._mask.device)]
+
     @contextlib.contextmanager
     def applied(self):
         """Run the model with adapters disabled and the prepared updates added to every LoRA layer.
 
         Entered once per decoded batch (not per step): toggling peft's adapters walks every module.
         """
-        k, mask = self.k, self._mask
+        k = self.k
         hooks = []
         for layer, (A, B) in zip(self.layers, self._stacks[self._names], strict=True):
 
             def hook(module, inputs, output, A=A, B=B):
                 x = inputs[0]
                 xk = x.reshape(x.shape[0] // k, k, -1, x.shape[-1]).to(A.dtype)
-                delta = torch.nn.functional.linear(torch.nn.functional.linear(xk, A) * mask, B)
+                delta = torch.nn.functional.linear(torch.nn.functional.linear(xk, A) * self._mask, B)
                 return output + delta.reshape(output.shape).to(output.dtype)
 
             hooks.append(layer.register_forward_hook(hook))

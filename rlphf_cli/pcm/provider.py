@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from rlphf_cli.decoding.engine import rows_active
+from rlphf_cli.decoding.engine import rows_active, select_cache
 from rlphf_cli.pcm.model import PreferenceControlModel
 from rlphf_cli.preferences import Preference
 from rlphf_cli.runs import RunDir
@@ -31,6 +31,16 @@ class PCMWeights:
     def step(self, tokens, attention_mask):
         logits, _ = self.pcm(tokens[:, None], attention_mask, self.preference, self.cache, use_cache=True)
         return self._weights(logits)
+
+    def select(self, index: torch.Tensor, front: int) -> None:
+        """Keep rows `index` (finished rows leave the batch), without the first `front` cached positions."""
+        select_cache(self.cache, index, front)
+        self.preference = self.preference[index]
+        current = self._index_for is self.active  # else rows joined since: _weights makes it afresh
+        self.active = [self.active[i] for i in index.tolist()]
+        if current:
+            self._index = tuple(x[index.to(x.device)] for x in self._index)
+            self._index_for = self.active
 
     def _weights(self, logits):
         if self._index_for is not self.active:  # once per batch (the server replaces `active` as rows join)

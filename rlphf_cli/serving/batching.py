@@ -59,12 +59,6 @@ def join_caches(old, new, width: int) -> None:
         ln.values = torch.cat([_pad_left(lo.values, width, 2), _pad_left(ln.values, width, 2)], dim=0)
 
 
-def select_cache(cache, index: torch.Tensor, drop_front: int) -> None:
-    for layer in cache.layers:
-        layer.keys = layer.keys[index, :, drop_front:]
-        layer.values = layer.values[index, :, drop_front:]
-
-
 class Lane:
     """One running batch of rows that share an `Experts` object, a number of experts per row and a mixing mode."""
 
@@ -181,10 +175,8 @@ class Lane:
         index = torch.tensor(keep, device=self.mask.device)
         mask = self.mask[index]
         front = int((mask.sum(0) == 0).long().cumprod(0).sum())  # columns no remaining row attends to
-        k = self.experts.k
-        rows = (index[:, None] * k + torch.arange(k, device=index.device)).flatten()
-        select_cache(self.experts.fwd.cache, rows, front)
-        _select_provider(self.provider, index, front)
+        self.experts.select(index, front)
+        self.provider.select(index, front)
         self.mask, self.logp, self.weights = mask[:, front:], self.logp[index], self.weights[index]
         self._reset_ids()
         self.resume()
@@ -214,15 +206,6 @@ def _join_provider(old, new, width: int) -> None:
     old.cache = new.cache
     old.preference = torch.cat([old.preference, new.preference])
     old.active = old.active + new.active
-
-
-def _select_provider(provider, index: torch.Tensor, front: int) -> None:
-    if isinstance(provider, FixedWeights):
-        provider.weights = provider.weights[index]
-        return
-    select_cache(provider.cache, index, front)
-    provider.preference = provider.preference[index]
-    provider.active = [provider.active[i] for i in index.tolist()]
 
 
 class Scheduler:
