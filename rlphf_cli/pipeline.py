@@ -245,10 +245,10 @@ def _pcm_section(run: RunDir) -> list[str]:
     metrics, history = manifest.get("metrics", {}), manifest.get("history", [])
     lines = ["## The PCM", ""]
     if history:
-        tenth = max(1, len(history) // 10)
+        n = len(history)
+        bounds = sorted({round(i * n / 10) for i in range(11)})  # ten near-equal parts (fewer below 10 steps)
         curve = [
-            sum(h["reward"] for h in history[i : i + tenth]) / len(history[i : i + tenth])
-            for i in range(0, len(history), tenth)
+            sum(h["reward"] for h in history[a:b]) / (b - a) for a, b in zip(bounds, bounds[1:], strict=False)
         ]
         lines += [
             f"Training reward (mean normalised reward of its samples), by tenth of {len(history)} steps: "

@@ -197,6 +197,28 @@ def test_pcm_learns_to_route_between_two_toy_experts():
         assert mean_weight > 0.8, (name, mean_weight)
 
 
+def test_update_clips_the_gradient_norm():
+    """With `max_grad_norm` an update moves the PCM by at most lr * max_grad_norm (plain SGD), and reports
+    the norm before clipping; without it the same update moves it by the full norm."""
+
+    def one_update(clip):
+        torch.manual_seed(0)
+        pcm = toy_pcm()
+        batch = sample_toy(pcm, torch.tensor([1.0, 0.0]), 8, torch.Generator().manual_seed(0))
+        batch.rewards = torch.tensor([1.0, 0.0] * 4)
+        before = torch.cat([p.detach().flatten().clone() for p in pcm.parameters()])
+        sgd = torch.optim.SGD(pcm.parameters(), lr=1.0)
+        norm = update(pcm, sgd, [batch], "rebel", 1, 2, 1.0, lambda loss: loss.backward(), max_grad_norm=clip)
+        after = torch.cat([p.detach().flatten() for p in pcm.parameters()])
+        return norm, (after - before).norm().item()
+
+    norm, moved = one_update(0.0)
+    assert moved == pytest.approx(norm, rel=1e-4) and norm > 0
+    clipped_norm, clipped_moved = one_update(norm / 10)
+    assert clipped_norm == pytest.approx(norm, rel=1e-4)  # the norm before clipping
+    assert clipped_moved == pytest.approx(norm / 10, rel=1e-3)
+
+
 def test_pcm_learns_position_dependent_routing():
     """Expert P1A (token 2) is right for the first three response tokens, P1B (token 3) for the last three.
 

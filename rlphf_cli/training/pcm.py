@@ -135,10 +135,20 @@ def sample_batch(pcm, experts, prompt_ids, active, preference, *, generator, dev
 
 
 def update(
-    pcm, optimizer, batches: list[Batch], algo: str, epochs: int, group: int, eta: float, backward
-) -> None:
-    """RL updates of the PCM on sampled batches (their rewards set)."""
+    pcm,
+    optimizer,
+    batches: list[Batch],
+    algo: str,
+    epochs: int,
+    group: int,
+    eta: float,
+    backward,
+    max_grad_norm: float = 0.0,
+) -> float:
+    """RL updates of the PCM on sampled batches (their rewards set); gradients clipped to `max_grad_norm`
+    (0: not clipped). Returns the mean gradient norm before clipping."""
     pcm.train()
+    norms = []
     for _ in range(epochs):
         for batch in batches:
             logps = mixture_logps(pcm, batch)
@@ -148,8 +158,11 @@ def update(
                 loss = rloo_loss(logps, batch.rewards, group)
             optimizer.zero_grad()
             backward(loss)
+            norm = torch.nn.utils.clip_grad_norm_(pcm.parameters(), max_grad_norm or float("inf"))
+            norms.append(float(norm))
             optimizer.step()
     pcm.eval()
+    return sum(norms) / max(len(norms), 1)
 
 
 def normalised_reward(scores: list[float], reference: list[float], scale: float) -> torch.Tensor:
@@ -292,7 +305,7 @@ class PCMTrainer:
             sampled = self.sample(plain, chosen, generator)
             # one minibatch per combination: as many updates per step as when each was decoded on its own
             batches = sampled.split(p.prompts_per_step * p.samples_per_prompt)
-            update(
+            grad_norm = update(
                 pcm,
                 optimizer,
                 batches,
@@ -301,6 +314,7 @@ class PCMTrainer:
                 p.samples_per_prompt,
                 p.rebel_eta,
                 self.accelerator.backward,
+                p.max_grad_norm,
             )
             w = torch.cat(sampled.weights)
             pole_rewards = {
@@ -315,6 +329,7 @@ class PCMTrainer:
                 "step": step + 1,
                 "reward": sampled.rewards.mean().item(),
                 "weight_entropy": -(w * w.clamp_min(1e-9).log()).sum(-1).mean().item(),
+                "grad_norm": grad_norm,
                 **{f"reward/{pole}": sum(v) / len(v) for pole, v in pole_rewards.items() if v},
             }
             history.append(metrics)
@@ -507,6 +522,7 @@ PCM_KEYS = (
     "pcm.weight_concentration",
     "pcm.update_epochs",
     "pcm.learning_rate",
+    "pcm.max_grad_norm",
     "pcm.rebel_eta",
     "pcm.bt_scale",
     "pcm.reward",
