@@ -153,6 +153,7 @@ def check_pcm(cfg, train_prompts: int | None = None) -> None:
         _at_least("pcm", p, key, 1)
     _at_least("pcm", p, "eval_prompts", 0)
     _at_least("pcm", p, "weighted_per_step", 0)
+    _at_least("pcm", p, "max_grad_norm", 0)  # 0: not clipped
     if not p.weight_concentration > 0:
         raise UserError(f"pcm.weight_concentration must be above 0, got {p.weight_concentration}")
     if p.temperature <= 0:

@@ -36,6 +36,7 @@ def rlphf(monkeypatch, capsys, tmp_path):
             "pcm.prompts_per_step=100000 is more than the benchmark's",
         ),
         (["train-pcm", "samples_per_prompt=1"], "pcm.samples_per_prompt must be at least 2"),
+        (["train-pcm", "pcm.max_grad_norm=-1"], "pcm.max_grad_norm must be at least 0"),
         (
             ["train-sft", "benchmark=psoups", "benchmark.poles=[P1A,P9Z]"],
             "unknown pole(s) 'P9Z' in benchmark.poles",

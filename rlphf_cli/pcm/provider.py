@@ -36,11 +36,7 @@ class PCMWeights:
         """Keep rows `index` (finished rows leave the batch), without the first `front` cached positions."""
         select_cache(self.cache, index, front)
         self.preference = self.preference[index]
-        current = self._index_for is self.active  # else rows joined since: _weights makes it afresh
-        self.active = [self.active[i] for i in index.tolist()]
-        if current:
-            self._index = tuple(x[index.to(x.device)] for x in self._index)
-            self._index_for = self.active
+        self.active = [self.active[i] for i in index.tolist()]  # a new list: _weights re-indexes it
 
     def _weights(self, logits):
         if self._index_for is not self.active:  # once per batch (the server replaces `active` as rows join)
