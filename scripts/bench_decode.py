@@ -49,6 +49,14 @@ MODELS = {
         intermediate_size=2048,
         num_hidden_layers=12,
         num_attention_heads=12,
+    ),  # about 134M parameters (untied embeddings)
+    # LLaMA-shaped, about 1.2B parameters (TinyLlama's widths and depth, full multi-head attention)
+    "1b": dict(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
     ),
 }
 POLES = ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]
@@ -58,13 +66,14 @@ PATHS = ("base", "stacked", "naive", "soups")
 class Built:
     """One model size: the base, the base with six LoRA experts, and each expert merged into its own copy."""
 
-    def __init__(self, name: str, device, dtype):
+    def __init__(self, name: str, device, dtype, merged: bool = True):
         torch.manual_seed(0)
         spec = MODELS[name]
         config = LlamaConfig(
             **spec, num_key_value_heads=spec["num_attention_heads"], max_position_embeddings=1024
         )
-        base = LlamaForCausalLM(config).to(device=device, dtype=dtype).eval()
+        with torch.device(device):  # initialised where it runs: a 1B model's init on a CPU takes long
+            base = LlamaForCausalLM(config).to(dtype=dtype).eval()
         self.name, self.vocab = name, spec["vocab_size"]
         self.params = sum(p.numel() for p in base.parameters())
         self.plain = copy.deepcopy(base)
@@ -79,7 +88,13 @@ class Built:
             if "lora_B" in n:  # peft starts B at zero: an expert must differ from the base
                 p.data.copy_((torch.randn(p.shape, generator=gen) * 0.02).to(p))
         self.model = model.eval()
-        self.merged = {pole: self.fold(pole) for pole in POLES}  # what MOD holds: one full model per expert
+        # what MOD holds: one full model per expert
+        self.merged = {pole: self.fold(pole) for pole in POLES} if merged else {}
+
+    def cast(self, dtype) -> None:
+        """Every model held, in place, to `dtype` (gpu_check checks tokens in float32, then times bf16)."""
+        for m in [self.plain, self.model, *self.merged.values()]:
+            m.to(dtype=dtype)
 
     def fold(self, adapter: str):
         """A plain model with `adapter` merged into its weights."""
@@ -111,11 +126,13 @@ def prompts_for(batch: int, prompt_len: int, vocab: int) -> list[list[int]]:
     return [torch.randint(5, vocab, (prompt_len,), generator=gen).tolist() for _ in range(batch)]
 
 
-def run_decode(experts, active, prompts, new_tokens, device, on_step=None):
-    weights = torch.full((len(prompts), len(active)), 1.0 / len(active), device=device)
+def run_decode(experts, active, prompts, new_tokens, device, on_step=None, provider=None):
+    """Greedy tokens of a decode with uniform weights, or with `provider` (e.g. a PCM's weights)."""
+    if provider is None:
+        provider = FixedWeights(torch.full((len(prompts), len(active)), 1.0 / len(active), device=device))
     return decode(
         experts,
-        FixedWeights(weights),
+        provider,
         prompts,
         active,
         eos_token_id=-1,  # never stops early: every decode runs `new_tokens` steps
@@ -127,31 +144,51 @@ def run_decode(experts, active, prompts, new_tokens, device, on_step=None):
     ).tokens
 
 
+def stacked_and_naive(built: Built, k: int, batch: int, prompt_len: int, new_tokens: int, device) -> dict:
+    """Greedy tokens of the stacked and the naive mixture of the first k experts, uniform weights."""
+    prompts = prompts_for(batch, prompt_len, built.vocab)
+    return {p: run_decode(*built.path(p, k), prompts, new_tokens, device) for p in ("stacked", "naive")}
+
+
+def token_mismatch(built: Built, k: int, batch: int, got: dict) -> str | None:
+    """None when both paths picked the same tokens, else one line saying where they first differ."""
+    if got["stacked"] == got["naive"]:
+        return None
+    row = next(i for i, (a, b) in enumerate(zip(got["stacked"], got["naive"], strict=True)) if a != b)
+    a, b = got["stacked"][row], got["naive"][row]
+    step = next(t for t, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+    return (
+        f"FAILED: {built.name} K={k} B={batch}: stacked and naive greedy tokens differ (row {row}, step "
+        f"{step}: {a[step]} vs {b[step]}); no timing is reported for paths that decode differently"
+    )
+
+
 def check_same_tokens(built: Built, k: int, batch: int, args, device) -> None:
     """Stacked and naive mixtures of the same experts with the same weights must pick the same tokens."""
-    prompts = prompts_for(batch, args.prompt_len, built.vocab)
-    got = {p: run_decode(*built.path(p, k), prompts, args.new_tokens, device) for p in ("stacked", "naive")}
-    if got["stacked"] != got["naive"]:
-        row = next(i for i, (a, b) in enumerate(zip(got["stacked"], got["naive"], strict=True)) if a != b)
-        a, b = got["stacked"][row], got["naive"][row]
-        step = next(t for t, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-        sys.exit(
-            f"FAILED: {built.name} K={k} B={batch}: stacked and naive greedy tokens differ (row {row}, step "
-            f"{step}: {a[step]} vs {b[step]}); no timing is reported for paths that decode differently"
-        )
+    got = stacked_and_naive(built, k, batch, args.prompt_len, args.new_tokens, device)
+    failure = token_mismatch(built, k, batch, got)
+    if failure:
+        sys.exit(failure)
 
 
-def time_path(experts, active, prompts, args, device) -> float:
+def time_path(experts, active, prompts, args, device, provider=None) -> float:
     """Median seconds per decoding step over `repeats` decodes (after one warm-up decode).
 
     Each step is timed on its own through the engine's `on_step` hook, so that a stray pause of the machine
-    shifts no result (the median ignores it).
+    shifts no result (the median ignores it). `provider`: a function making a fresh weight provider per
+    decode (default: uniform weights).
     """
     steps: list[float] = []
     for r in range(args.repeats + 1):
         stamps: list[float] = []
         run_decode(
-            experts, active, prompts, args.new_tokens + 1, device, lambda s=stamps: s.append(_now(device))
+            experts,
+            active,
+            prompts,
+            args.new_tokens + 1,
+            device,
+            lambda s=stamps: s.append(_now(device)),
+            provider() if provider else None,
         )
         if r:
             steps += [b - a for a, b in itertools.pairwise(stamps)]
@@ -184,7 +221,7 @@ def main() -> None:
         "ignore", category=FutureWarning
     )  # transformers' deprecation notes, once per path
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=["tiny", "100m"], choices=list(MODELS))
     ap.add_argument("--ks", nargs="+", type=int, default=[2, 3, 6])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     ap.add_argument("--prompt-len", type=int, default=32)

@@ -87,9 +87,14 @@ def one_request(client, method: str, prompt: str, preference: str, max_tokens: i
 def run_level(client, method: str, concurrency: int, rounds: int, prompts, combos, args, seed: int) -> dict:
     rng = random.Random(seed)
     jobs = [(rng.choice(prompts), rng.choice(combos)) for _ in range(concurrency * rounds)]
+    return run_jobs(client, method, jobs, concurrency, args.max_tokens)
+
+
+def run_jobs(client, method: str, jobs: list[tuple[str, str]], concurrency: int, max_tokens: int) -> dict:
+    """Send (prompt, preference) jobs, at most `concurrency` in flight; requests/s, tokens/s, latencies."""
     with ThreadPoolExecutor(concurrency) as pool:
         start = time.perf_counter()
-        results = list(pool.map(lambda j: one_request(client, method, j[0], j[1], args.max_tokens), jobs))
+        results = list(pool.map(lambda j: one_request(client, method, j[0], j[1], max_tokens), jobs))
         wall = time.perf_counter() - start
     latencies = sorted(r[0] for r in results)
     tokens = sum(r[1] for r in results)
@@ -105,6 +110,21 @@ def run_level(client, method: str, concurrency: int, rounds: int, prompts, combo
         "latency_median_s": statistics.median(latencies),
         "latency_p95_s": latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))],
     }
+
+
+def warm_up(client, method: str, prompt: str, combos: list[str]) -> None:
+    """Every combination's soup (or merged model) made, every code path run once, before any timing."""
+    with ThreadPoolExecutor(len(combos)) as pool:
+        list(pool.map(lambda c: one_request(client, method, prompt, c, 4), combos))
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:
@@ -146,9 +166,7 @@ def main() -> None:
         if skipped:
             print(f"not served by this run (no artifacts): {', '.join(skipped)}")
         for method in methods:
-            # warm-up: every combination's soup (or merged model) made, every code path run once
-            with ThreadPoolExecutor(len(combos)) as pool:
-                list(pool.map(lambda c, m=method: one_request(client, m, prompts[0], c, 4), combos))
+            warm_up(client, method, prompts[0], combos)
             for level in args.concurrency:
                 rec = run_level(client, method, level, args.rounds, prompts, combos, args, args.seed + level)
                 records.append(rec)
@@ -159,11 +177,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         log_file.close()
 
     import torch
