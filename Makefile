@@ -9,7 +9,7 @@ RUN_DIR     ?= runs/demo
 SEEDS       ?=
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 WANDB_MODE=disabled
 
-.PHONY: install demo test lint bench readme-results clean
+.PHONY: install demo test lint bench gpu-check readme-results clean
 
 install: $(STAMP)
 
@@ -36,6 +36,13 @@ readme-results: $(STAMP)
 
 bench: $(STAMP)
 	$(OFFLINE_ENV) $(BIN)/python scripts/bench_decode.py
+
+# One CUDA device, bf16, at most 8 minutes: decoding, PCM overhead, training steps and serving at ~1B scale,
+# written to gpu_check.json and gpu_check.md. GPU_CHECK_ARGS="--device cuda:1" picks another GPU;
+# "--device cpu --tiny" is the smoke run the tests use.
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(OFFLINE_ENV) $(BIN)/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

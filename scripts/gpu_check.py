@@ -52,7 +52,7 @@ TIMEOUTS = {"decode": 180, "run": 60, "serve": 120, "dpo": 60, "ppo": 60, "train
 MIN_START_S = 20  # a section is not started with less than this left of the budget
 EXIT_MISMATCH = 1  # stacked and naive greedy tokens differ
 EXIT_NO_CUDA = 2
-EXIT_SECTION_FAILED = 3
+EXIT_INCOMPLETE = 3  # a section failed, ran past its timeout or was skipped (the report names it)
 K = 6
 BATCHES = (8, 32)
 COMBINATION = ("P1A", "P2A", "P3A")  # the PCM weights one expert per dimension, as it serves a preference
@@ -80,6 +80,10 @@ def run_overrides(args, run_dir: Path) -> list[str]:
     else:  # the 1b decoding shape, tied embeddings (build_tiny_model), bf16 weights
         model = ["model.hidden_size=2048", "model.intermediate_size=5632", "model.num_hidden_layers=22"]
         model += ["model.num_attention_heads=32", "model.max_position_embeddings=2048", "pcm=base160m"]
+        # experts and training as P-Soups at real scale (the synthetic recipe's are for its tiny model):
+        # LoRA r=16 alpha=32 dropout 0.05 on peft's default modules (LLaMA: q, v), batch 16, 128 new tokens
+        model += ["expert.lora_target_modules=null", "expert.lora_dropout=0.05", "expert.max_length=512"]
+        model += ["expert.max_new_tokens=128", "expert.dpo.batch_size=16", "expert.ppo.batch_size=16"]
     return [f"run_dir={run_dir}", f"device={args.device}", f"model.dtype={args.dtype}", *model]
 
 
@@ -195,7 +199,7 @@ def section_decode(args, device, dtype, out: Path) -> int:
                 rec["skipped"].append(f"decode {b.name} B={batch}: section time left")
                 continue
             prompts = prompts_for(batch, timing.prompt_len, b.vocab)
-            ms, mem, weights = {}, {}, {}
+            ms, mem, weights, peak = {}, {}, {}, {}
             for path in ("base", "stacked", "naive", "soups"):
                 experts, active = b.path(path, K)
                 weights[path] = weights_mb(experts)
@@ -203,9 +207,8 @@ def section_decode(args, device, dtype, out: Path) -> int:
                 before = allocated_mb(device)
                 ms[path] = time_path(experts, active, prompts, timing, device) * 1000
                 # the path's own memory: its weights plus what decoding allocated above the resident models
-                mem[path] = (
-                    weights[path] + max(0.0, peak_mb(device) - before) if device.type == "cuda" else None
-                )
+                peak[path] = peak_mb(device) if device.type == "cuda" else None
+                mem[path] = weights[path] + max(0.0, peak[path] - before) if peak[path] is not None else None
                 del experts
             rec["decode"].append(
                 {
@@ -216,6 +219,7 @@ def section_decode(args, device, dtype, out: Path) -> int:
                     "tokens_per_s": {p: batch / (v / 1000) for p, v in ms.items()},
                     "weights_mb": weights,
                     "memory_mb": mem,
+                    "peak_allocated_mb": peak,  # every model resident in the process included
                     "ratios": {
                         "stacked/base": ms["stacked"] / ms["base"],
                         "naive/base": ms["naive"] / ms["base"],
@@ -419,14 +423,18 @@ def section_dpo(args, device, dtype, out: Path) -> int:
     from rlphf_cli.config import compose
     from rlphf_cli.modeling import format_prompt, load_tokenizer
     from rlphf_cli.training.expert import _common_args
+    from rlphf_cli.training.expert_config import setting
 
     info, _ = run_config(args)
-    steps, batch = 3, 2 if args.tiny else 16  # P-Soups's batch of 16
+    steps = 3
+    extra = ["expert.dpo.batch_size=2"] if args.tiny else []
     cfg = compose(
         info["overrides"]
-        + ["expert.algo=dpo", f"expert.max_steps={steps}", f"expert.batch_size={batch}"]
+        + extra
+        + ["expert.algo=dpo", f"expert.max_steps={steps}", "expert.dpo.max_steps=null"]
         + ["expert.logging_steps=1", "expert.save_steps=100000"]
     )
+    batch = setting(cfg, "batch_size")
     base = base_model_path(cfg)
     tokenizer = load_tokenizer(base)
     bench = get_benchmark(cfg.benchmark)
@@ -499,8 +507,10 @@ def section_ppo(args, device, dtype, out: Path) -> int:
     from rlphf_cli.training.ppo import AdaptiveKLController, PolicyWithValueHead, RunningMoments, _ppo_step
 
     info, _ = run_config(args)
-    extra = ["expert.algo=ppo"] + (["expert.batch_size=2", "expert.max_new_tokens=4"] if args.tiny else [])
-    extra += ["expert.ppo.mini_batch_size=1"] if args.tiny else []
+    extra = ["expert.algo=ppo"]
+    if args.tiny:
+        extra += ["expert.ppo.batch_size=2", "expert.max_new_tokens=4", "expert.ppo.mini_batch_size=1"]
+        extra += ["expert.ppo.epochs=2"]
     cfg = compose(info["overrides"] + extra)
     ec, pc = cfg.expert, cfg.expert.ppo
     batch_size = setting(cfg, "batch_size")
@@ -613,7 +623,7 @@ def section_train_pcm(args, device, dtype, out: Path) -> int:
         {
             "what": f"one train-pcm step: {rows} responses of up to {p.max_new_tokens} tokens sampled from the "
             f"PCM mixture of each preference's 3 experts ({len(chosen)} preferences), scored, "
-            f"{p.update_epochs} REBEL epochs over the PCM ({sum(x.numel() for x in plain.parameters()) / 1e6:.0f}M, "
+            f"{p.update_epochs} REBEL epochs over the PCM ({sum(x.numel() for x in plain.parameters()) / 1e6:.1f}M, "
             "float32 as train-pcm builds it); the second step (the first also decodes the references)",
             "step_s": times,
             "s_per_step": times[-1],
@@ -747,15 +757,15 @@ def orchestrate(args) -> int:
     skipped = [n for n, (s, _) in status.items() if s == "skipped"]
     if skipped:
         print(f"skipped: {', '.join(f'{n} ({status[n][1]})' for n in skipped)}")
-    return EXIT_SECTION_FAILED if any(s in ("failed", "timeout") for s, _ in status.values()) else 0
+    return 0 if all(s == "ok" for s, _ in status.values()) else EXIT_INCOMPLETE
 
 
 def _name(device: str) -> str:
     if device.startswith("cuda"):
         return device
-    from bench_decode import cpu_name
+    from bench_serve import _cpu_name  # bench_decode's twin, without torch's import time
 
-    return cpu_name()
+    return _cpu_name()
 
 
 def _versions() -> dict:
@@ -845,7 +855,7 @@ def render(report: dict) -> str:
         names = [n for n in dec["pcm"][0]["ms_per_step"] if n != "uniform"]
         lines += [
             "",
-            f"PCM overhead: a {dec['pcm_params'] / 1e6:.0f}M PCM weighting {', '.join(dec['pcm_experts'])} "
+            f"PCM overhead: a {dec['pcm_params'] / 1e6:.1f}M PCM weighting {', '.join(dec['pcm_experts'])} "
             "(stacked LoRA experts) against their uniform mixture; `pcm` runs in float32 as train-pcm saves it "
             "and `rlphf serve` loads it.",
             "",
