@@ -66,7 +66,7 @@ PATHS = ("base", "stacked", "naive", "soups")
 class Built:
     """One model size: the base, the base with six LoRA experts, and each expert merged into its own copy."""
 
-    def __init__(self, name: str, device, dtype, merged: bool = True):
+    def __init__(self, name: str, device, dtype, merged: bool = True, logit_scale: float = 1.0):
         torch.manual_seed(0)
         spec = MODELS[name]
         config = LlamaConfig(
@@ -74,6 +74,8 @@ class Built:
         )
         with torch.device(device):  # initialised where it runs: a 1B model's init on a CPU takes long
             base = LlamaForCausalLM(config).to(dtype=dtype).eval()
+        if logit_scale != 1.0:  # sharper next-token distributions: fewer near ties for rounding to decide
+            base.lm_head.weight.data.mul_(logit_scale)
         self.name, self.vocab = name, spec["vocab_size"]
         self.params = sum(p.numel() for p in base.parameters())
         self.plain = copy.deepcopy(base)

@@ -61,6 +61,10 @@ TARGETS = {
     "pcm": "the PCM adds at most 15% per token over the uniform mixture",
     "serve": "pcm serving (32 concurrent, 8 preferences) at least the throughput of soups merged per combination",
 }
+# A random model's logits (std about 0.9 over 32000 tokens) leave the top two a few hundredths apart often
+# enough that float32 rounding between two correct paths could flip a greedy pick in a thousand tokens; a
+# 10x sharper LM head makes a mismatch mean a bug, not a tie (speed does not depend on the scale)
+LOGIT_SCALE = 10.0
 LLAMA_VOCAB = (
     29900  # the tokenizer's size with filler words (the tokenizers WordLevel trainer keeps <= 30000)
 )
@@ -158,6 +162,7 @@ def section_decode(args, device, dtype, out: Path) -> int:
     timing = SimpleNamespace(prompt_len=32, new_tokens=4 if args.tiny else 32, repeats=1 if args.tiny else 2)
     check_tokens = 4 if args.tiny else 16
     rec = {"device_name": device_name(device), "dtype": str(dtype).removeprefix("torch."), "K": K}
+    rec["logit_scale"] = LOGIT_SCALE
     rec |= {"timing": vars(timing), "check_tokens": check_tokens, "decode": [], "pcm": [], "skipped": []}
     built = {}
     # 1. every size and batch: stacked and naive pick the same greedy tokens (float32), before any timing
@@ -166,7 +171,7 @@ def section_decode(args, device, dtype, out: Path) -> int:
             built[role] = next(b for b in built.values() if b.name == name)
             continue
         t0 = time.perf_counter()
-        built[role] = Built(name, device, torch.float32)
+        built[role] = Built(name, device, torch.float32, logit_scale=LOGIT_SCALE)
         rec.setdefault("build_s", {})[name] = time.perf_counter() - t0
         for batch in BATCHES:
             got = stacked_and_naive(built[role], K, batch, timing.prompt_len, check_tokens, device)
@@ -830,7 +835,8 @@ def render(report: dict) -> str:
             "",
             f"Decoding, K={dec['K']} experts, uniform weights, greedy; stacked and naive greedy tokens identical in "
             f"float32 at every size and batch ({dec['check_tokens']} tokens per row) before timing; in "
-            f"{dec['dtype']} identical picks: {agree}. ms: median time of one decoding step (one token for "
+            f"{dec['dtype']} identical picks: {agree}. Random-initialised models, LM head scaled "
+            f"{dec.get('logit_scale', 1):g}x (fewer near ties). ms: median time of one decoding step (one token for "
             f"each of the B rows); memory: the path's weights plus its decoding peak above the resident models.",
             "",
             "| model | params | B | base ms | stacked ms | naive ms | soups ms | stacked/base | naive/base "

@@ -110,3 +110,25 @@ def test_cpu_smoke_runs_every_section(tmp_path):
     text = md.read_text()
     assert "Smoke run at tiny sizes" in text and "| serve | ok |" in text
     assert "stacked K=6 within 1.3x of the base per token at batch 8 on ~1B" in text
+
+
+@pytest.mark.slow
+def test_token_mismatch_exits_1_before_any_time(tmp_path):
+    """A section that finds stacked and naive tokens differ stops the whole check: exit 1, no time, no report."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\n"
+        "if sys.argv[1:2] and 'decode' in sys.argv and '--section' in sys.argv:\n"
+        "    import bench_decode\n"
+        "    bench_decode.token_mismatch = lambda b, k, batch, got: f'FAILED: {b.name} K={k} B={batch}: forced'\n"
+    )
+    out = run_script(
+        "--device", "cpu", "--tiny", "--work", str(tmp_path / "w"), "--json", str(tmp_path / "r.json"),
+        "--markdown", str(tmp_path / "r.md"),
+        env={"PYTHONPATH": os.pathsep.join([str(hook), str(SCRIPTS)])}, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAILED: tiny K=6 B=8: forced" in out.stdout
+    assert " ms" not in out.stdout and "run " not in out.stdout  # no timing, no later section
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.md").exists()
