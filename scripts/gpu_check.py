@@ -48,7 +48,8 @@ from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("decode", "run", "serve", "dpo", "ppo", "train-pcm")  # run in this order: the targets first
-TIMEOUTS = {"decode": 180, "run": 60, "serve": 120, "dpo": 60, "ppo": 60, "train-pcm": 60}
+# seconds per section on a GPU; the global budget cuts the later ones short when earlier ones ran long
+TIMEOUTS = {"decode": 180, "run": 60, "serve": 120, "dpo": 90, "ppo": 90, "train-pcm": 90}
 MIN_START_S = 20  # a section is not started with less than this left of the budget
 EXIT_MISMATCH = 1  # stacked and naive greedy tokens differ
 EXIT_NO_CUDA = 2
@@ -719,6 +720,7 @@ def orchestrate(args) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     env, device = child_env(args.device)
     status: dict[str, tuple[str, str]] = {}
+    seconds: dict[str, float] = {}
     print(f"gpu-check: sections {', '.join(SECTIONS)}; budget {args.budget:.0f}s; work folder {args.work}")
     for name in SECTIONS:
         left = args.budget - (time.time() - start) - 5  # 5 s to write the results
@@ -729,6 +731,7 @@ def orchestrate(args) -> int:
         else:
             t0 = time.time()
             status[name] = run_child(args, name, min(TIMEOUTS[name] * args.timeout_scale, left), env, device)
+            seconds[name] = time.time() - t0
             print(f"  {name:9} {status[name][0]:8} {time.time() - t0:6.1f}s {status[name][1]}", flush=True)
         if status[name][0] == "mismatch":
             print(status[name][1])
@@ -750,7 +753,9 @@ def orchestrate(args) -> int:
             "wall_s": time.time() - start,
             "budget_s": args.budget,
         },
-        "sections": {n: {"status": s, "detail": d} for n, (s, d) in status.items()},
+        "sections": {
+            n: {"status": s, "detail": d, "seconds": seconds.get(n)} for n, (s, d) in status.items()
+        },
         "results": results,
     }
     report["targets"] = targets(results, args.tiny)
@@ -908,8 +913,10 @@ def render(report: dict) -> str:
             for r in srv["results"]
         ]
     skipped = [s for r in res.values() if isinstance(r, dict) for s in r.get("skipped", [])]
-    lines += ["", "| section | status | detail |", "|---|---|---|"]
-    lines += [f"| {n} | {s['status']} | {s['detail'] or '-'} |" for n, s in report["sections"].items()]
+    lines += ["", "| section | status | seconds | detail |", "|---|---|---|---|"]
+    for n, sec in report["sections"].items():
+        took = "-" if sec["seconds"] is None else f"{sec['seconds']:.0f}"
+        lines.append(f"| {n} | {sec['status']} | {took} | {sec['detail'] or '-'} |")
     if skipped:
         lines += ["", "Skipped within sections: " + "; ".join(skipped) + "."]
     return "\n".join(lines) + "\n"
