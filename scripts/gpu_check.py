@@ -716,6 +716,15 @@ def orchestrate(args) -> int:
                 file=sys.stderr,
             )
             return EXIT_NO_CUDA
+        index = args.device.partition(":")[2]
+        if not (index or "0").isdigit() or int(index or 0) >= torch.cuda.device_count():
+            print(
+                f"gpu-check: no device {args.device} ({torch.cuda.device_count()} visible)", file=sys.stderr
+            )
+            return EXIT_NO_CUDA
+    elif args.device != "cpu":
+        print(f"gpu-check: unknown device {args.device!r}; valid: cuda, cuda:N, cpu", file=sys.stderr)
+        return EXIT_NO_CUDA
     args.work = Path(args.work or tempfile.mkdtemp(prefix="gpu_check_")).resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     env, device = child_env(args.device)
