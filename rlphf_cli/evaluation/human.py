@@ -87,15 +87,15 @@ def automatic_labels(cfg, items: list[dict], method: str, baseline: str) -> tupl
 
 
 def evaluate_human(cfg, judge) -> list[Path]:
-    answers = read_answers(cfg.run_dir, judge.study)
-    if not answers:
-        raise UserError(f"no answers yet in {judge.answers_path}: raters answer on the `rlphf annotate` page")
     pairs = [tuple(p) for p in judge.body["settings"]["pairs"]]
     method, baseline = cfg.eval.method, cfg.eval.baseline
     chosen = [p for p in pairs if p[0] == method and (baseline == "all" or p[1] == baseline)]
     if not chosen:
         valid = "; ".join(f"--method {m} --baseline {b}" for m, b in pairs)
         raise UserError(f"study {judge.study!r} has no {method} vs {baseline} items; it has: {valid}")
+    answers = read_answers(cfg.run_dir, judge.study)
+    if not answers:
+        raise UserError(f"no answers yet in {judge.answers_path}: raters answer on the `rlphf annotate` page")
     stats = rater_stats(answers)
     excluded = sorted(
         r
