@@ -290,3 +290,54 @@ def test_krippendorff_alpha_and_cohen_kappa_on_textbook_data():
     b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
     assert cohen_kappa(a, b)["kappa"] == pytest.approx(0.4)
     assert krippendorff_alpha({1: ["a"], 2: ["b"]})["alpha"] is None  # nothing pairable
+
+
+def test_cli_annotate_serves_and_eval_human_prints_the_table(study_run):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [f"run_dir={study_run}", *STUDY, f"annotate.port={port}"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rlphf_cli", "annotate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, server.stderr.read().decode()
+                time.sleep(0.3)
+        assert "Which response is better?" in page
+        study = json.loads(study_path(study_run, "s1").read_text())
+        for rater in ("r1", "r2"):
+            for item in study["items"]:
+                body = json.dumps(answer_for(item, "method", rater)).encode()
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/answer", body, {"content-type": "application/json"}
+                )
+                assert json.loads(urllib.request.urlopen(request, timeout=10).read())["saved"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "rlphf_cli", "eval", *args, "eval.judge.kind=human", "--baseline", "soups"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "human (study s1)" in out.stdout and "100.0" in out.stdout
+    assert "Krippendorff" in out.stdout and "Cohen's kappa" in out.stdout and "42 judgments" in out.stdout
+    report = subprocess.run(
+        [sys.executable, "-m", "rlphf_cli", "report", f"run_dir={study_run}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0 and "Judge: human (study s1)" in report.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_annotate import HOSTILE, STUDY, make_run
+from test_personalize import candidates_run  # noqa: F401  (a fixture)
 
 from rlphf_cli.annotate.server import build_app
 from rlphf_cli.annotate.study import answers_path, make_study
@@ -125,3 +126,42 @@ def test_a_rater_clicks_through_a_study(tmp_path, browser):
     if os.environ.get("RLPHF_UPDATE_SCREENSHOT"):  # README's picture: RLPHF_UPDATE_SCREENSHOT=1 pytest ...
         docs.mkdir(exist_ok=True)
         shutil.copy(tmp_path / "annotate.png", docs / "annotate.png")
+
+
+def test_personalize_on_the_page(candidates_run, browser, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+    from test_personalize_web import web_config
+
+    from conftest import make_random_expert_run
+    from rlphf_cli.personalize.web import Session
+    from rlphf_cli.personalize.web import build_app as personalize_app
+
+    run_dir, _ = candidates_run
+    make_random_expert_run(run_dir)
+    cfg = web_config(run_dir, "personalize.questions=3")
+    port = free_port()
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    with ServerThread(personalize_app(Session(cfg)), port=port):
+        page.goto(f"http://127.0.0.1:{port}/")
+        expect(page.locator("#progress")).to_have_text("0 of 3 answered")
+        page.keyboard.press("a")
+        expect(page.locator("#progress")).to_have_text("1 of 3 answered")
+        page.reload()  # resumes
+        expect(page.locator("#progress")).to_have_text("1 of 3 answered")
+        page.click("#choose-B")
+        expect(page.locator("#progress")).to_have_text("2 of 3 answered")
+        page.click("#choose-TIE")
+        expect(page.locator("#result")).to_be_visible(timeout=120_000)
+        assert page.locator("#chart svg rect").count() >= 1
+        assert page.inner_text("#generate-cmd") == "rlphf generate preference=@users/web1.json"
+        assert page.text_content("#method") == "mod"
+        page.screenshot(path=str(tmp_path / "personalize.png"), full_page=True)
+    assert not errors, errors
+    user = json.loads((run_dir / "users" / "web1.json").read_text())
+    assert user["n_answers"] == 3
+    rows = [json.loads(x) for x in (run_dir / "users" / "web1.answers.jsonl").read_text().splitlines()]
+    assert [r["choice"] for r in rows] == ["A", "B", "TIE"]
+    if os.environ.get("RLPHF_UPDATE_SCREENSHOT"):
+        shutil.copy(tmp_path / "personalize.png", REPO / "docs" / "personalize.png")
