@@ -47,9 +47,11 @@ def check(cfg, command: str) -> None:
     if command == "serve":
         check_serve(cfg.serve)
     if command == "annotate":
+        from rlphf_cli.annotate.server import check_completion_url
         from rlphf_cli.annotate.web import check_host
 
         check_host(cfg.annotate.host, cfg.annotate.port, cfg.annotate.token, "annotate")
+        check_completion_url(cfg.annotate.completion_url)
     if command == "personalize" and cfg.personalize.mode == "web":
         from rlphf_cli.annotate.web import check_host
 

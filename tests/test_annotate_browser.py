@@ -61,7 +61,8 @@ def test_a_rater_clicks_through_a_study(tmp_path, browser):
     from playwright.sync_api import expect
 
     run_dir = make_run(tmp_path / "run")
-    cfg = compose([f"run_dir={run_dir}", *STUDY])
+    done_url = "https://app.prolific.com/submissions/complete?cc=C0DE"
+    cfg = compose([f"run_dir={run_dir}", *STUDY, f"annotate.completion_url='{done_url}'"])
     study = make_study(cfg)
     items = study["items"]
     assert len(items) == 10
@@ -103,6 +104,7 @@ def test_a_rater_clicks_through_a_study(tmp_path, browser):
                     page.click("#submit", force=True)
         page.wait_for_selector("#done:not(.hidden)")
         assert "All 10 items are answered" in page.inner_text("#done")
+        assert page.get_attribute("#completion", "href") == done_url  # Prolific's completion link
         page.screenshot(path=str(tmp_path / "done.png"))
     assert not errors, errors
     rows = [json.loads(x) for x in answers_path(run_dir, "s1").read_text().splitlines()]

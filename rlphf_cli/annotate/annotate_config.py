@@ -24,4 +24,7 @@ class AnnotateConfig:
     # required when host is not a loopback address: the page and every request must carry ?token=...
     token: str | None = None
     max_body: int = 16384  # bytes: a larger request body is refused (413)
+    # shown as a link once a rater has answered every item, e.g. Prolific's
+    # https://app.prolific.com/submissions/complete?cc=CODE
+    completion_url: str | None = None
     rationale_chars: int = 300  # the one-line rationale is cut to at most this many characters

@@ -57,7 +57,7 @@ kbd{border:1px solid #c5cbd3;border-bottom-width:2px;border-radius:3px;padding:0
   <kbd>1</kbd>–<kbd>9</kbd> or <kbd>↑</kbd><kbd>↓</kbd> pick a row · <kbd>X</kbd> both bad ·
   <kbd>R</kbd> rationale · <kbd>Enter</kbd> submit</div></div>
 </section>
-<section id="done" class="box hidden"><h2>Thank you!</h2><p id="done-text"></p></section>
+<section id="done" class="box hidden"><h2>Thank you!</h2><p id="done-text"></p><p><a id="completion" class="hidden">Finish the study</a></p></section>
 </main>
 <script>
 "use strict";
@@ -92,6 +92,10 @@ function show(state) {
     $("study").classList.add("hidden");
     $("done").classList.remove("hidden");
     $("done-text").textContent = "All " + state.total + " items are answered. You can close this page.";
+    if (state.completion_url && /^https?:\/\//.test(state.completion_url)) {
+      $("completion").href = state.completion_url;
+      $("completion").classList.remove("hidden");
+    }
     item = null;
     return;
   }

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from rlphf_cli.annotate import study as studies
 from rlphf_cli.annotate.page import STUDY_PAGE
 from rlphf_cli.annotate.web import BadRequest, check_host, check_token, error, json_body, ok, page, serve_app
+from rlphf_cli.errors import UserError
 from rlphf_cli.runs import append_jsonl
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,13 @@ class Study:
             "done": len(self.items) - len(left),
             "item": None,
         }
+        if not left and self.cfg.completion_url:
+            out["completion_url"] = self.cfg.completion_url
         if left:
             item = left[0]
             self.served.setdefault((rater, item["id"]), int(time.time() * 1000))
             out["item"] = {
                 "id": item["id"],
-                "number": self.items.index(item) + 1,
                 "prompt": item["prompt"],
                 "a": item["a"],
                 "b": item["b"],
@@ -174,6 +176,11 @@ class Study:
         return row, True
 
 
+def check_completion_url(url: str | None) -> None:
+    if url is not None and not re.fullmatch(r"https?://[^\s\"'<>]+", url):
+        raise UserError(f"annotate.completion_url must be an http(s) address, got {url!r}")
+
+
 def build_app(cfg, study: dict) -> FastAPI:
     state = Study(cfg, study)
     token = cfg.annotate.token
@@ -209,6 +216,7 @@ def annotate(cfg) -> None:
     """`rlphf annotate`: draw (or read back) the study, then serve its page until interrupted."""
     a = cfg.annotate
     check_host(a.host, a.port, a.token, "annotate")
+    check_completion_url(a.completion_url)
     study = studies.make_study(cfg)
     app = build_app(cfg, study)
     query = "?rater=YOUR_ID" + ("&token=..." if a.token else "")
