@@ -190,6 +190,20 @@ def test_a_non_loopback_page_needs_a_token(study_run):
     assert (
         bad.returncode == 2 and "annotate.token" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     )
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlphf_cli",
+            "annotate",
+            f"run_dir={study_run}",
+            "annotate.completion_url=javascript:x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "completion_url" in bad.stderr
     assert not (study_run / "annotations").exists()
     cfg = study_config(study_run, "annotate.host=0.0.0.0", "annotate.token=sesame-1234")
     client = TestClient(build_app(cfg, make_study(cfg)))
