@@ -355,3 +355,20 @@ def test_cli_annotate_serves_and_eval_human_prints_the_table(study_run):
         timeout=300,
     )
     assert report.returncode == 0 and "Judge: human (study s1)" in report.stdout
+
+
+def test_the_interval_over_raters_is_wider_when_raters_disagree():
+    from rlphf_cli.evaluation.scoring import bootstrap_ci, bootstrap_ci_crossed
+
+    prompts = [f"p{i}" for i in range(40)] * 2
+    raters = ["r1"] * 40 + ["r2"] * 40
+    scores = [1.0] * 40 + [0.0] * 40  # r1 always prefers the method, r2 never
+    low, high = bootstrap_ci(prompts, scores, 500, 0)
+    assert (low, high) == (0.5, 0.5)  # over prompts alone: every prompt scores 0.5, no doubt at all
+    low, high = bootstrap_ci_crossed(prompts, raters, scores, 500, 0)
+    assert low == 0.0 and high == 1.0  # two raters who disagree: the rate could be anything
+    # raters who agree give the prompts' interval back
+    same = [float(i % 2) for i in range(40)] * 2
+    assert bootstrap_ci_crossed(prompts, raters, same, 500, 0) == pytest.approx(
+        bootstrap_ci(prompts, same, 500, 0), abs=0.08
+    )

@@ -91,8 +91,9 @@ def bootstrap_ci_crossed(
     if samples <= 0 or not scores:
         return None
     p_names, r_names = sorted(set(prompts)), sorted(set(raters))
-    p_idx = np.array([p_names.index(p) for p in prompts])
-    r_idx = np.array([r_names.index(r) for r in raters])
+    p_where, r_where = {p: i for i, p in enumerate(p_names)}, {r: i for i, r in enumerate(r_names)}
+    p_idx = np.array([p_where[p] for p in prompts])
+    r_idx = np.array([r_where[r] for r in raters])
     values = np.asarray(scores, dtype=float)
     rng = np.random.default_rng(seed)
     p_counts = np.stack(
