@@ -372,3 +372,29 @@ def test_the_interval_over_raters_is_wider_when_raters_disagree():
     assert bootstrap_ci_crossed(prompts, raters, same, 500, 0) == pytest.approx(
         bootstrap_ci(prompts, same, 500, 0), abs=0.08
     )
+
+
+def test_several_pairs_share_the_items_and_eval_reads_each(study_run):
+    write_generations(study_run, "prompted")
+    cfg = study_config(study_run, "annotate.baseline=soups,prompted", "annotate.items=8")
+    study = make_study(cfg)
+    pairs = [(i["method"], i["baseline"]) for i in study["items"] if i["kind"] == "regular"]
+    assert pairs.count(("pcm", "soups")) == 4 and pairs.count(("pcm", "prompted")) == 4
+    answer_study(cfg, study, {"r1": lambda i: "method", "r2": lambda i: "tie"})
+    outs = evaluate(
+        compose(
+            [
+                f"run_dir={study_run}",
+                *STUDY,
+                "annotate.baseline=soups,prompted",
+                "annotate.items=8",
+                "eval.judge.kind=human",
+                "eval.baseline=all",
+                "eval.bootstrap_samples=100",
+            ]
+        )
+    )
+    assert sorted(p.name for p in outs) == ["pcm_vs_prompted.human-s1", "pcm_vs_soups.human-s1"]
+    for out in outs:
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["judgments"] == 2 * 4 * 3 and manifest["win_rate"] == pytest.approx(0.75)
