@@ -153,7 +153,7 @@ def report(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
 @app.command("personalize")
 def personalize(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """Infer a user's weights from pairwise answers (PReF): mode=fit answers=F.jsonl user=NAME | mode=interactive
-    user=NAME | mode=simulate. Writes users/NAME.json; generate with preference=@users/NAME.json."""
+    user=NAME | mode=web user=NAME (the questions on a local page) | mode=simulate. Writes users/NAME.json; generate with preference=@users/NAME.json."""
     run_command("personalize", "rlphf_cli.personalize.run:personalize", overrides, cfg, "personalize")
 
 
@@ -161,6 +161,13 @@ def personalize(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
 def serve(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """An OpenAI-compatible HTTP server on the run's methods (model=pcm|uniform|mod|soups|sft..., body field preference)."""
     run_command("serve", "rlphf_cli.serving.server:serve", overrides, cfg, "serve")
+
+
+@app.command("annotate")
+def annotate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
+    """A study page for people over the run's generations (method=pcm baseline=soups,prompted items=N study=NAME):
+    answers go to annotations/<study>.jsonl; read them with `rlphf eval eval.judge.kind=human`."""
+    run_command("annotate", "rlphf_cli.annotate.server:annotate", overrides, cfg, "annotate")
 
 
 @app.command("pipeline")

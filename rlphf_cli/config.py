@@ -14,6 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from rlphf_cli.annotate.annotate_config import AnnotateConfig
 from rlphf_cli.decoding.generate_config import GenerateConfig
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.eval_config import EvalConfig
@@ -97,6 +98,7 @@ class RootConfig:
     headroom: HeadroomConfig = field(default_factory=HeadroomConfig)
     personalize: PersonalizeConfig = field(default_factory=PersonalizeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

@@ -46,6 +46,16 @@ def check(cfg, command: str) -> None:
         check_pcm(cfg)
     if command == "serve":
         check_serve(cfg.serve)
+    if command == "annotate":
+        from rlphf_cli.annotate.server import check_completion_url
+        from rlphf_cli.annotate.web import check_host
+
+        check_host(cfg.annotate.host, cfg.annotate.port, cfg.annotate.token, "annotate")
+        check_completion_url(cfg.annotate.completion_url)
+    if command == "personalize" and cfg.personalize.mode == "web":
+        from rlphf_cli.annotate.web import check_host
+
+        check_host(cfg.personalize.host, cfg.personalize.port, cfg.personalize.token, "personalize")
 
 
 def check_serve(s) -> None:

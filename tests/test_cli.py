@@ -8,7 +8,17 @@ import yaml
 from rlphf_cli.config import compose, config_dir, group_options
 from rlphf_cli.errors import UserError
 
-COMMANDS = ["train-sft", "train-rm", "train-expert", "train-pcm", "generate", "eval", "pipeline"]
+COMMANDS = [
+    "train-sft",
+    "train-rm",
+    "train-expert",
+    "train-pcm",
+    "generate",
+    "eval",
+    "pipeline",
+    "annotate",
+    "personalize",
+]
 
 
 def rlphf(*args, cwd=None):

@@ -17,7 +17,7 @@ FRIENDLY = "hey friend, great question! bees make honey from flower juice."
 
 
 def test_registry_names_every_judge_and_refuses_unknown_ones(tmp_path):
-    assert set(JUDGES) == {"synthetic", "reward_model", "llm"}
+    assert set(JUDGES) == {"synthetic", "reward_model", "llm", "human"}
     with pytest.raises(UserError, match="unknown judge 'gpt'"):
         get_judge(config(tmp_path, "eval.judge.kind=gpt"))
 

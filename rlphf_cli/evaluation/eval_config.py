@@ -9,7 +9,11 @@ from omegaconf import II
 
 @dataclass
 class JudgeConfig:
-    kind: str = "synthetic"  # synthetic | reward_model | llm
+    kind: str = "synthetic"  # synthetic | reward_model | llm | human
+    # human: the study whose answers are read (annotations/<study>.jsonl, made by `rlphf annotate`)
+    study: str = II("annotate.study")
+    # human: leave out raters who passed fewer than this share of their gold (attention) items
+    min_gold_pass: float = 0.0
     # reward_model: score differences at most this are ties (the RMs' scores are logits)
     tie_margin: float = 0.1
     # llm: an OpenAI-compatible chat API (OpenAI, a local vLLM, ...)

@@ -33,6 +33,10 @@ def evaluate(cfg) -> list[Path]:
     """Evaluate `eval.method` against `eval.baseline` (a method, or all); returns the result folders."""
     method = check_method(cfg.run_dir, cfg.eval.method)
     judge = get_judge(cfg)  # before any generating, so that a bad judge config fails fast
+    if getattr(judge, "reads_annotations", False):  # people: a study's answers, nothing to judge or generate
+        from rlphf_cli.evaluation.human import evaluate_human
+
+        return evaluate_human(cfg, judge)
     if cfg.eval.baseline == "all":
         generations.ensure(cfg, method)
         baselines = available_baselines(cfg, method)

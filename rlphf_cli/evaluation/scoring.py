@@ -2,7 +2,8 @@
 
 Everything here works from the contents of results.json alone, so any evaluation can be re-scored.
 The bootstrap resamples prompts (all of a prompt's judgments together), since judgments of one prompt
-across poles and combinations are not independent.
+across poles and combinations are not independent; judgments by people (rows with a `rater`) resample
+prompts and raters both, crossed, since one rater's judgments are not independent either.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Summary:
     bootstrap_samples: int = 0
     seed: int = 0
     users: dict[str, str] = field(default_factory=dict)  # preference name -> the user it was inferred for
+    resampled: str = "prompts"  # what the bootstrap resamples: prompts, or prompts and raters
 
     @property
     def partial(self) -> bool:
@@ -81,15 +83,50 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def bootstrap_ci_crossed(
+    prompts: list[str], raters: list[str], scores: list[float], samples: int, seed: int
+) -> tuple[float, float] | None:
+    """Percentile 95% interval of the mean score, resampling prompts and raters independently: each
+    judgment counts (times its prompt was drawn) x (times its rater was drawn)."""
+    if samples <= 0 or not scores:
+        return None
+    p_names, r_names = sorted(set(prompts)), sorted(set(raters))
+    p_where, r_where = {p: i for i, p in enumerate(p_names)}, {r: i for i, r in enumerate(r_names)}
+    p_idx = np.array([p_where[p] for p in prompts])
+    r_idx = np.array([r_where[r] for r in raters])
+    values = np.asarray(scores, dtype=float)
+    rng = np.random.default_rng(seed)
+    p_counts = np.stack(
+        [
+            np.bincount(rng.integers(0, len(p_names), len(p_names)), minlength=len(p_names))
+            for _ in range(samples)
+        ]
+    )
+    r_counts = np.stack(
+        [
+            np.bincount(rng.integers(0, len(r_names), len(r_names)), minlength=len(r_names))
+            for _ in range(samples)
+        ]
+    )
+    weight = p_counts[:, p_idx] * r_counts[:, r_idx]  # [samples, judgments]
+    total = weight.sum(axis=1)
+    rates = (weight @ values)[total > 0] / total[total > 0]
+    if len(rates) == 0:
+        return None
+    low, high = np.percentile(rates, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def make_cell(judgments: list[dict], method: str, samples: int, seed: int) -> Cell:
     cell = Cell()
-    groups, scores = [], []
+    groups, scores, raters = [], [], []
     for j in judgments:
         s = score(j, method)
         if s is None:
             cell.unparseable += 1
             continue
         groups.append(j["prompt_id"])
+        raters.append(j.get("rater"))
         scores.append(s)
         cell.wins += s == 1.0
         cell.ties += s == 0.5
@@ -97,7 +134,10 @@ def make_cell(judgments: list[dict], method: str, samples: int, seed: int) -> Ce
     cell.judgments = len(scores)
     if scores:
         cell.win_rate = float(np.mean(scores))
-        ci = bootstrap_ci(groups, scores, samples, seed)
+        if any(r is not None for r in raters):
+            ci = bootstrap_ci_crossed(groups, [str(r) for r in raters], scores, samples, seed)
+        else:
+            ci = bootstrap_ci(groups, scores, samples, seed)
         if ci is not None:
             cell.ci_low, cell.ci_high = ci
     return cell
@@ -142,6 +182,7 @@ def summarize(results: dict, bootstrap_samples: int | None = None, seed: int | N
         bootstrap_samples=samples,
         seed=seed,
         users=results.get("users", {}),
+        resampled="prompts and raters" if any("rater" in j for j in judgments) else "prompts",
     )
 
 

@@ -30,6 +30,8 @@ def judge_name(judge: dict) -> str:
     kind = judge.get("kind", "?")
     if kind == "llm":
         return f"llm ({judge.get('model')} at {judge.get('base_url')})"
+    if kind == "human":
+        return f"human (study {judge.get('study')})"
     return kind
 
 
@@ -79,7 +81,7 @@ def markdown(summary: Summary) -> str:
         f"# {title(summary)}",
         "",
         f"Judge: {judge_name(summary.judge)}. Win rate of **{summary.method}** against **{summary.baseline}** in %: "
-        f"(wins + ties/2) / judgments, one judgment per requested pole, with a 95% bootstrap interval over prompts "
+        f"(wins + ties/2) / judgments, one judgment per requested pole, with a 95% bootstrap interval over {summary.resampled} "
         f"({summary.bootstrap_samples} samples, seed {summary.seed}).",
         "",
         f"**Overall: {rate_with_ci(summary.overall)}** ({counts_line(summary.overall)}).",

@@ -16,6 +16,7 @@ JUDGES = {
     "synthetic": "rlphf_cli.judges.synthetic:SyntheticJudge",
     "reward_model": "rlphf_cli.judges.reward_model:RewardModelJudge",
     "llm": "rlphf_cli.judges.llm:LLMJudge",
+    "human": "rlphf_cli.judges.human:HumanJudge",
 }
 
 __all__ = ["JUDGES", "Comparison", "Judge", "Verdict", "get_judge"]

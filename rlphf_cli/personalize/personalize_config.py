@@ -9,7 +9,7 @@ from omegaconf import II
 
 @dataclass
 class PersonalizeConfig:
-    mode: str = "fit"  # fit | interactive | simulate
+    mode: str = "fit"  # fit | interactive | web | simulate
     user: str | None = None  # fit, interactive: the user's name; writes users/<user>.json in the run dir
     answers: str | None = None  # fit: a .jsonl of prompt, response_a, response_b, choice (A | B | TIE)
     reward: str = (
@@ -17,6 +17,12 @@ class PersonalizeConfig:
     )
     l2: float = 1.0  # L2 penalty (Gaussian prior precision) on the signed strengths
     questions: int = 10  # interactive: how many questions to ask
+    # web: the page's address (a non-loopback host needs a token) and the method that decodes the user's
+    # response once the weights are inferred (auto: pcm when the run has one, else mod)
+    host: str = "127.0.0.1"
+    port: int = 8101
+    token: str | None = None
+    web_method: str = "auto"
     candidate_prompts: int = 24  # training prompts the candidate responses are generated for
     # simulate
     users: int = 50  # synthetic users with hidden signed strengths

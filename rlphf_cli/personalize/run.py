@@ -1,4 +1,4 @@
-"""`rlphf personalize`: the mode picks fit, interactive or simulate."""
+"""`rlphf personalize`: the mode picks fit, interactive, web or simulate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 from rlphf_cli.errors import UserError
 
-MODES = ("fit", "interactive", "simulate")
+MODES = ("fit", "interactive", "web", "simulate")
 
 
 def personalize(cfg):
@@ -21,6 +21,10 @@ def personalize(cfg):
         from rlphf_cli.personalize.interactive import interactive
 
         return interactive(cfg, sys.stdin)
+    if mode == "web":
+        from rlphf_cli.personalize.web import web
+
+        return web(cfg)
     if mode == "simulate":
         from rlphf_cli.personalize.simulate import simulate
 
