@@ -29,6 +29,13 @@ def plan_rows(
     width = width or max(len(a) for a in own)
     active = [a + (BASE,) * (width - len(a)) for a in own]
     modes = [mixing or m.mixing_space(runtime.cfg) for m, _ in rows]
+    provider = batch_provider(runtime, rows, active)
+    return Plan(active, provider, modes[0] if len(set(modes)) == 1 else modes)
+
+
+def batch_provider(runtime, rows: list[tuple[Method, Preference]], active: list[tuple[str, ...]]):
+    """The weight provider of rows (method, preference) mixing `active`: each method's own provider for its
+    rows, routed by a `CompositeWeights` when several methods share the batch."""
     groups: dict[str, list[int]] = {}
     for i, (m, _) in enumerate(rows):
         groups.setdefault(m.name, []).append(i)
@@ -37,5 +44,11 @@ def plan_rows(
         m = rows[index[0]][0]
         provider = m.provider(runtime, [rows[i][1] for i in index], [active[i] for i in index])
         parts.append((torch.tensor(index, device=runtime.device), provider))
-    provider = parts[0][1] if len(parts) == 1 else CompositeWeights(parts, len(rows))
-    return Plan(active, provider, modes[0] if len(set(modes)) == 1 else modes)
+    return parts[0][1] if len(parts) == 1 else CompositeWeights(parts, len(rows))
+
+
+def padded_experts(runtime, method: Method, pref: Preference, width: int) -> tuple[str, ...]:
+    own = tuple(method.experts(runtime, pref))
+    if len(own) > width:
+        raise ValueError(f"{method.name} mixes {len(own)} experts; the batch holds {width} per row")
+    return own + (BASE,) * (width - len(own))
