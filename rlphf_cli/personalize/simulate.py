@@ -192,8 +192,8 @@ def user_preference(strengths: np.ndarray, dims, poles, name: str) -> Preference
 
 def downstream_gain(cfg, bench, dims, users: np.ndarray, inferred: dict, features: Features) -> dict:
     from rlphf_cli.decoding.generate import Generator, method_settings
-    from rlphf_cli.methods import get_method
     from rlphf_cli.generations import GenerationsFile
+    from rlphf_cli.methods import get_method
 
     pc = cfg.personalize
     prompts = bench.eval_prompts()[: pc.downstream_prompts]

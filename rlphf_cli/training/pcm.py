@@ -369,6 +369,10 @@ def token_role(tokens: list[int], t: int, sentence_ends: set[int]) -> int:
     return 1 if tokens[t - 1] in sentence_ends else 2
 
 
+# the held-out check's variants: name -> (weights from the PCM, else uniform; mixing space)
+CHECK_VARIANTS = {"pcm": (True, "prob"), "uniform": (False, "prob"), "pcm_log_mixing": (True, "log")}
+
+
 def compare_with_uniform(
     trainer: PCMTrainer,
     pcm: PreferenceControlModel,
@@ -400,12 +404,12 @@ def compare_with_uniform(
         for method in totals:
             generator = torch.Generator(trainer.device).manual_seed(seed)
             pref = pcm.preference_vector(combination, [1 / k] * k).to(trainer.device)
+            from_pcm, mixing = CHECK_VARIANTS[method]
             provider = (
-                FixedWeights(torch.full((len(ids), k), 1 / k))
-                if method == "uniform"
-                else PCMWeights(pcm, pref.expand(len(ids), -1), list(combination))
+                PCMWeights(pcm, pref.expand(len(ids), -1), list(combination))
+                if from_pcm
+                else FixedWeights(torch.full((len(ids), k), 1 / k))
             )
-            mixing = "log" if method == "pcm_log_mixing" else "prob"
             res = trainer._decode(provider, ids, list(combination), generator, mixing=mixing)
             texts = [trainer.text(t) for t in res.tokens]
             reward = torch.zeros(len(texts))
@@ -414,7 +418,7 @@ def compare_with_uniform(
                 ref = [reference[p.id][pole] for p in prompts]
                 reward += normalised_reward(scores, ref, trainer.p.bt_scale) / k
             totals[method] += reward.tolist()
-            if method != "pcm":
+            if (from_pcm, mixing) != CHECK_VARIANTS["pcm"]:
                 continue
             for w, tokens in zip(res.weights, res.tokens, strict=True):  # where each expert carries weight
                 fifth = (torch.arange(len(w)) * 5 // max(len(w), 1)).clamp(max=4)
