@@ -9,7 +9,9 @@ from omegaconf import II
 
 @dataclass
 class GenerateConfig:
-    method: str = "pcm"  # a registered method (rlphf_cli/methods/): sft | prompted | soups | mod | uniform | ...
+    method: str = (
+        "pcm"  # a registered method (rlphf_cli/methods/): sft | prompted | soups | mod | uniform | ...
+    )
     # all, poles such as P1A,P2B,P3A, weights P1A:0.6,P2B:0.4 (`;` between several), or @users/NAME.json
     preference: str = "all"
     prompts: str | None = (

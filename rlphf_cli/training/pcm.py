@@ -18,19 +18,19 @@ import torch
 from tqdm.auto import tqdm
 
 from rlphf_cli import launcher, tracking, validate
-from rlphf_cli.adapters import base_model_path, load_experts
+from rlphf_cli.adapters import base_model_path
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import (
     BASE,
-    AdapterExperts,
     FixedWeights,
     Sampler,
     decode,
     left_pad,
     rows_active,
 )
-from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device, sentence_end_ids
+from rlphf_cli.decoding.runtime import Runtime
+from rlphf_cli.modeling import resolve_device, sentence_end_ids
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.pcm.provider import PCMWeights
 from rlphf_cli.preferences import Preference, all_combinations
@@ -182,17 +182,17 @@ class PCMTrainer:
         self.bench = get_benchmark(cfg.benchmark)
         self.poles = list(self.bench.poles)
         self.combinations = all_combinations(self.poles)
-        base_path = base_model_path(cfg)
-        self.tokenizer = load_tokenizer(base_path, cfg.model.trust_remote_code)
-        base = load_causal_lm(base_path, cfg.model, self.device).eval()
-        self.experts = AdapterExperts(load_experts(cfg, base, self.poles))
+        self.runtime = Runtime(cfg, self.device)
+        self.runtime.load_adapters("experts", self.poles)
+        self.tokenizer = self.runtime.tokenizer
+        self.experts = self.runtime.experts
         # reward models load as adapters beside the experts: the base is held once
         self.reward = get_reward(cfg, self.p.reward, model=self.experts.model)
         self.sampler = Sampler(temperature=self.p.temperature)
         self._references: dict[str, dict[str, float]] = {}  # prompt id -> pole -> the base's greedy score
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text, self.tokenizer)).input_ids
+        return self.runtime.encode(text)
 
     def _decode(self, provider, prompt_ids, active, generator, record=True, greedy=False, mixing="prob"):
         return decode(
@@ -211,7 +211,7 @@ class PCMTrainer:
         )
 
     def text(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return self.runtime.text(tokens)
 
     def reference_scores(self, prompts: list) -> dict[str, dict[str, float]]:
         """Each prompt's reference response (the base, greedy) scored on every pole; made when first needed."""
