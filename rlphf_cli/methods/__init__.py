@@ -35,7 +35,13 @@ mixing, takes_weights, reads_preference, settings_keys, baseline` and its method
 `weights(runtime, pref)`, `provider(runtime, prefs, active)`, `record(cfg)`; the `Runtime`
 (decoding/runtime.py) with `cfg, device, tokenizer, model, load_adapters(folder, poles), pcm(poles),
 add_soup(poles, weights, merge), encode(text), text(tokens)`. A method that needs a model of its own loads it
-in `load` (onto the runtime) and decodes through `experts`/`provider`.
+in `load` (onto the runtime) and decodes through `experts`/`provider`. A model whose LoRA depends on the
+preference (PARM's preference-aware bilinear LoRA, B W(w) A) fits as soups do: `prepare` adds one adapter
+per preference to `runtime.model` (its B already multiplied by W(w)), `experts` names it beside BASE.
+
+Rows of every method share one batch (serve; generate batches one method): `methods/batch.py` pads each
+row's experts with BASE (weight 0) to one width, routes rows to their method's provider (CompositeWeights),
+and mixes each row in its own space.
 """
 
 from __future__ import annotations
