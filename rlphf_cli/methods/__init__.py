@@ -40,7 +40,7 @@ preference (PARM's preference-aware bilinear LoRA, B W(w) A) fits as soups do: `
 per preference to `runtime.model` (its B already multiplied by W(w)), `experts` names it beside BASE.
 
 Rows of every method share one batch (serve; generate batches one method): `methods/batch.py` pads each
-row's experts with BASE (weight 0) to one width, routes rows to their method's provider (CompositeWeights),
+row's experts with PAD (weight 0, no forward) to one width, routes rows to their method's provider (CompositeWeights),
 and mixes each row in its own space.
 """
 

@@ -108,8 +108,8 @@ class Method:
         return [1.0]
 
     def provider(self, runtime, prefs: list[Preference], active: list[tuple[str, ...]]):
-        """The weight provider of rows with these preferences, each mixing `active[i]` (padded with BASE);
-        the default: fixed weights from `weights` (BASE padding at 0)."""
+        """The weight provider of rows with these preferences, each mixing `active[i]` (padded with PAD);
+        the default: fixed weights from `weights` (PAD slots at 0)."""
         width = len(active[0])
         w = torch.zeros(len(prefs), width)
         for i, pref in enumerate(prefs):

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
-from rlphf_cli.decoding.engine import BASE, CompositeWeights
+from rlphf_cli.decoding.engine import PAD, CompositeWeights
 from rlphf_cli.methods.base import Method
 from rlphf_cli.preferences import Preference
 
 
 @dataclass
 class Plan:
-    active: list[tuple[str, ...]]  # each row's experts, padded with BASE (weight 0) to one width
+    active: list[tuple[str, ...]]  # each row's experts, padded with PAD (weight 0, no forward) to one width
     provider: object  # the weight provider of every row (a composite when several methods share the batch)
     mixing: str | list[str]  # one mixing space, or one per row
 
@@ -27,7 +27,7 @@ def plan_rows(
     (default: the widest row's)."""
     own = [tuple(m.experts(runtime, pref)) for m, pref in rows]
     width = width or max(len(a) for a in own)
-    active = [a + (BASE,) * (width - len(a)) for a in own]
+    active = [a + (PAD,) * (width - len(a)) for a in own]
     modes = [mixing or m.mixing_space(runtime.cfg) for m, _ in rows]
     provider = batch_provider(runtime, rows, active)
     return Plan(active, provider, modes[0] if len(set(modes)) == 1 else modes)
@@ -51,4 +51,4 @@ def padded_experts(runtime, method: Method, pref: Preference, width: int) -> tup
     own = tuple(method.experts(runtime, pref))
     if len(own) > width:
         raise ValueError(f"{method.name} mixes {len(own)} experts; the batch holds {width} per row")
-    return own + (BASE,) * (width - len(own))
+    return own + (PAD,) * (width - len(own))
