@@ -2,12 +2,13 @@
 
 Experts are either LoRA adapters on one base (one batched forward per step, rows replicated per expert,
 one KV cache) or K separate models that share a tokenizer (one forward and one cache each). Rows of one
-batch may mix different experts (other combinations, other users): `active` is then one list per row, all
-of one length (pad a shorter one with BASE at weight 0), and each row runs only its own experts. A weight
-provider gives the mixture weights before every token: fixed weights, or a model (the PCM) that reads the
-same token stream. Mixing happens after each expert's log-softmax, in probability
-space (`logsumexp(log w + logp)`, the PCM paper's choice) or in log space (`sum w logp`, as MOD);
-temperature, top-k, top-p and greedy are applied once, to the mixture.
+batch may mix different experts (other combinations, other users, other methods): `active` is then one list
+per row, all of one length (pad a shorter one with PAD, which runs nothing, or BASE, both at weight 0), and
+each row runs only its own experts. A weight provider gives the mixture weights before every token: fixed
+weights, or a model (the PCM) that reads the same token stream. Mixing happens after each expert's
+log-softmax, in probability space (`logsumexp(log w + logp)`, the PCM paper's choice) or in log space
+(`sum w logp`, as MOD), one space for the batch or one per row; temperature, top-k, top-p and greedy are
+applied once, to the mixture. `DecodeState` is the steppable batch that `decode` and serving both drive.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def rows_active(active: Active, batch: int) -> list[tuple[str, ...]]:
         if len(rows) != batch:
             raise ValueError(f"{len(rows)} per-row expert lists for {batch} rows")
         if len({len(r) for r in rows}) != 1:
-            raise ValueError("every row must mix the same number of experts: pad shorter lists with BASE")
+            raise ValueError("every row must mix the same number of experts: pad shorter lists with PAD")
         return rows
     return [tuple(active)] * batch
 

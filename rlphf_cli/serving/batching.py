@@ -5,7 +5,7 @@ arrive are prefilled together and join it (its caches left-padded to a common le
 leaves it (cut out of every cache; leading columns no row attends to are dropped). Positions come from the
 attention mask (the engine's rule), so padding changes no row's output.
 
-Every row carries its own experts (all of the lane's length k, padded with BASE at weight 0), its own
+Every row carries its own experts (all of the lane's length k, padded with PAD, which runs nothing), its own
 mixing space and its preference (`spec`, read by the lane's provider): rows of every method and preference
 share one lane and one forward. `rlphf serve` runs one lane on the shared peft model, plus one per merged
 soup model (`soups-merged`).
@@ -34,7 +34,7 @@ class Row:
     max_new_tokens: int
     sampler: Sampler
     emit: Callable[[str, object], None]  # ("token", id) ... then ("done", "stop"|"length") or ("error", msg)
-    experts: tuple[str, ...] = ()  # the experts the row mixes, padded to its lane's k with BASE
+    experts: tuple[str, ...] = ()  # the experts the row mixes, padded to its lane's k with PAD
     spec: object = None  # what the lane's provider needs for this row (its preference)
     tokens: list[int] = field(default_factory=list)
     cancelled: bool = False

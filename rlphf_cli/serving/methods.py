@@ -2,8 +2,8 @@
 
 Every method of the registry (rlphf_cli/methods/) whose inputs the run holds is served. All of them decode on
 one peft model (the base with the experts, the ARMs and the soups merged so far) in one lane: rows of any
-method and preference share each forward, every row with its own experts (BASE at weight 0 pads the shorter
-lists), weights, mixing space and weight provider. A method that offers `merged_model` (soups) is also served
+method and preference share each forward, every row with its own experts (PAD, weight 0 and no forward,
+pads the shorter lists), weights, mixing space and weight provider. A method that offers `merged_model` (soups) is also served
 as `<name>-merged`, one merged model per preference, each in its own lane.
 """
 
