@@ -81,6 +81,7 @@ class Lane:
         self.rows: list[Row] = []
         self.pending: list[Row] = []
         self.hooked = False  # the lane's LoRA hooks are on the shared model (see Scheduler)
+        self.stepped = 0  # rows the last step decoded (metrics)
 
     @property
     def busy(self) -> bool:
@@ -105,6 +106,7 @@ class Lane:
     # --- one step: admit waiting rows, pick a token for every row, drop finished rows, feed the rest
     def step(self) -> None:
         self._admit()
+        self.stepped = len(self.rows)
         if not self.rows:
             return
         tokens = self._pick(mix(self.logp, self.weights, self.mixing))
@@ -217,6 +219,7 @@ class Scheduler:
         self.lanes: dict[str, Lane] = {}
         self.inbox: queue.Queue = queue.Queue()
         self.hooked: Lane | None = None  # the lane whose LoRA hooks are on the shared model
+        self.steps = self.rows_stepped = 0  # decode steps and the rows they decoded (metrics)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="rlphf-serve-scheduler", daemon=True)
 
@@ -230,6 +233,16 @@ class Scheduler:
 
     def submit(self, lane: str, row: Row) -> None:
         self.inbox.put((lane, row))
+
+    def stats(self) -> dict:
+        """Read from another thread (metrics): rows decoding per lane, rows waiting, steps so far."""
+        lanes = list(self.lanes.items())
+        return {
+            "running": {name: len(lane.rows) for name, lane in lanes},
+            "waiting": self.inbox.qsize() + sum(len(lane.pending) for _, lane in lanes),
+            "steps": self.steps,
+            "rows_stepped": self.rows_stepped,
+        }
 
     def release_hooks(self) -> None:
         """Leave the shared model bare (no lane's hooks): before merging or copying adapters."""
@@ -278,5 +291,8 @@ class Scheduler:
         except Exception as exc:
             log.exception("lane %s failed", lane.name)
             lane.fail(f"{type(exc).__name__}: {exc}")
+        if lane.stepped:
+            self.steps += 1
+            self.rows_stepped += lane.stepped
         if shares:
             self.hooked = lane if lane.hooked else None

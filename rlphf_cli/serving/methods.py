@@ -66,36 +66,71 @@ class Backend:
     def merge(self) -> str:
         return self.cfg.generate.soups_merge
 
+    def stats(self) -> dict:
+        """The gauges of `/metrics`: name -> (type, help, value or {lane: value})."""
+        from rlphf_cli.serving.metrics import resident_bytes
+
+        sched = self.scheduler.stats()
+        return {
+            "batch_rows": (
+                "gauge",
+                "rows decoding now, by lane (a method, or a merged soup)",
+                sched["running"],
+            ),
+            "queue_rows": ("gauge", "requests waiting for a row or to be set up", sched["waiting"]),
+            "decode_steps_total": (
+                "counter",
+                "decode steps (one lane, one token for each of its rows)",
+                sched["steps"],
+            ),
+            "batch_size_mean": (
+                "gauge",
+                "rows per decode step since the server started",
+                sched["rows_stepped"] / max(sched["steps"], 1),
+            ),
+            "adapters_loaded": (
+                "gauge",
+                "LoRA adapters on the shared model (experts and soups)",
+                len(getattr(self.model, "peft_config", {})),
+            ),
+            "merged_soups_loaded": ("gauge", "soups-merged models held (one base each)", len(self.merged)),
+            "resident_memory_bytes": ("gauge", "the process's resident memory", resident_bytes()),
+            "torch_threads": ("gauge", "torch's CPU threads (serve.threads)", torch.get_num_threads()),
+        }
+
     # --- requests
     def preference(self, method: str, spec) -> Preference | None:
         """The request's `preference` field: poles (`P1A,P2B,P3A`) or weights (`P1A:0.7,P2B:0.3`)."""
-        if spec is None or spec == "":
+        if spec is not None and not isinstance(spec, str):
+            raise UserError('`preference` must be a string such as "P1A,P2B,P3A" or "P1A:0.7,P2B:0.3"')
+        spec = (spec or "").strip()
+        if not spec:  # blank is no preference (the CLI would read it as `all`, which is many)
             if method == "sft":
                 return None
             raise UserError(f'method {method} needs a `preference`, e.g. "P1A,P2B,P3A" or "P1A:0.7,P2B:0.3"')
-        if not isinstance(spec, str):
-            raise UserError('`preference` must be a string such as "P1A,P2B,P3A" or "P1A:0.7,P2B:0.3"')
-        spec = spec.strip()
         if spec.startswith("@"):
             return self.user_preference(spec[1:])
         if ";" in spec or spec == "all":
             raise UserError(f"one preference per request, not {spec!r}")
         allowed = self.poles if method in (*MIXTURES, "soups", "soups-merged") else self.bench.poles
-        (pref,) = parse_weighted_preferences(spec, allowed)
-        return pref
+        prefs = parse_weighted_preferences(spec, allowed)
+        if len(prefs) != 1:
+            raise UserError(f"one preference per request, not {spec!r}")
+        return prefs[0]
 
     def user_preference(self, name: str) -> Preference:
         """`@users/NAME.json`: a user's inferred weights (`rlphf personalize`), read from the run's users/
-        folder only: a request never names a file elsewhere."""
+        folder only: a request never names a file elsewhere, and messages never show the server's paths."""
         import re
 
-        from rlphf_cli.personalize.users import load_user_preference
+        from rlphf_cli.personalize.users import read_user_preference
 
         if not re.fullmatch(r"users/[A-Za-z0-9_.-]+\.json", name) or ".." in name:
             raise UserError(f"a user preference is @users/NAME.json, not @{name}")
-        from rlphf_cli.runs import RunDir
-
-        return load_user_preference(str(RunDir(self.cfg.run_dir).root / name), self.cfg.run_dir, self.poles)
+        path = RunDir(self.cfg.run_dir).root / name
+        if not path.is_file():
+            raise UserError(f"user file not found: {name} (none in this run; `rlphf personalize` makes them)")
+        return read_user_preference(path, self.poles, label=name)
 
     def row(
         self, method: str, text: str, pref: Preference | None, max_tokens, sampler, emit
