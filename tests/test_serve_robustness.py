@@ -292,7 +292,7 @@ def test_health_and_metrics(server):
     assert (
         metric(client, "completion_tokens_total", method="mod") == tokens + out["usage"]["completion_tokens"]
     )
-    assert metric(client, "adapters_loaded") == len(backend.model.peft_config) >= 6
+    assert metric(client, "adapters_loaded") == len(backend.runtime.model.peft_config) >= 6
     assert metric(client, "queue_rows") == 0 and metric(client, "batch_size_mean") >= 1
     assert metric(client, "resident_memory_bytes") > 1e6 and metric(client, "torch_threads") >= 1
     assert "rlphf_batch_rows{" in client.get("/metrics").text
