@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import OrderedDict
 
 import torch
 
@@ -59,7 +60,11 @@ class Backend:
         widest = max(all_combinations(self.bench.poles), key=len)
         full = Preference(tuple(widest), (1.0 / len(widest),) * len(widest))
         self.width = max(len(get_method(n).experts(rt, full)) for n in self.poles)
-        self.merged: dict[str, object] = {}  # one plain model per merged soup
+        # made on demand and bounded (least recently used first out; rows in flight keep theirs): the soup
+        # adapters on the shared model (serve.max_soups) and the merged models (serve.max_merged_soups)
+        self.made: OrderedDict[str, None] = OrderedDict()
+        self.merged: OrderedDict[str, object] = OrderedDict()  # lane name -> one plain model per merged soup
+        self.evicted = 0
         self.scheduler = Scheduler(self._make_lane, self._prepare)
         rt.before_model_change = self.scheduler.release_hooks  # adding a soup lifts the running batch's hooks
         self.default_sampler = rt.sampler()
@@ -95,7 +100,17 @@ class Backend:
                 "LoRA adapters on the shared model (experts and soups)",
                 len(getattr(self.runtime.model, "peft_config", {})),
             ),
-            "merged_soups_loaded": ("gauge", "soups-merged models held (one base each)", len(self.merged)),
+            "soups_loaded": (
+                "gauge",
+                "adapters made on demand (soups) now held (serve.max_soups)",
+                len(self.made),
+            ),
+            "merged_soups_loaded": (
+                "gauge",
+                "soups-merged models held, one base each (serve.max_merged_soups)",
+                len(self.merged),
+            ),
+            "soups_evicted_total": ("counter", "soups freed to stay within the bounds", self.evicted),
             "resident_memory_bytes": ("gauge", "the process's resident memory", resident_bytes()),
             "torch_threads": ("gauge", "torch's CPU threads (serve.threads)", torch.get_num_threads()),
         }
@@ -163,11 +178,40 @@ class Backend:
         return MAIN, row
 
     def _prepare(self, row: Row, lane: str) -> None:
-        """On the scheduler thread: make what a row needs (its soup adapter, or its merged model)."""
+        """On the scheduler thread: make what a row needs (its soup adapter, or its merged model), and free
+        the least recently used of those no row in flight needs beyond the bounds."""
+        before = set(self._adapters())
         row.method.prepare(self.runtime, [row.spec])
+        self.made.update((name, None) for name in self._adapters() if name not in before)
+        for name in row.experts:
+            if name in self.made:
+                self.made.move_to_end(name)
         if lane != MAIN and lane not in self.merged:
             self.scheduler.release_hooks()
             self.merged[lane] = row.method.merged_model(self.runtime, row.spec)
+        if lane in self.merged:
+            self.merged.move_to_end(lane)
+        self._evict(row, lane)
+
+    def _adapters(self):
+        return getattr(self.runtime.model, "peft_config", {}).keys()
+
+    def _evict(self, row: Row, lane: str) -> None:
+        lanes = self.scheduler.lanes
+        in_use = {a for ln in lanes.values() for r in ln.rows + ln.pending for a in r.experts}
+        in_use.update(row.experts)
+        s = self.cfg.serve
+        for name in [n for n in self.made if n not in in_use][: max(0, len(self.made) - s.max_soups)]:
+            self.runtime.remove_adapter(name)
+            del self.made[name]
+            self.evicted += 1
+        busy = {name for name, ln in lanes.items() if ln.busy} | {lane}
+        for name in [n for n in self.merged if n not in busy][
+            : max(0, len(self.merged) - s.max_merged_soups)
+        ]:
+            del self.merged[name]
+            lanes.pop(name, None)  # its lane holds the model
+            self.evicted += 1
 
     # --- lanes
     def _make_lane(self, name: str) -> Lane:
