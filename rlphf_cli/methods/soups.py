@@ -9,6 +9,7 @@ from rlphf_cli.methods.base import Method
 class Soups(Method):
     name = "soups"
     help = "Personalized Soups: the preference's experts merged into one adapter (generate.soups_merge)"
+    evaluate_against = ("prompted",)
     adapters = ("experts",)
     settings_keys = {"merge": "soups_merge"}
 
