@@ -275,14 +275,15 @@ def metric(client, name: str, **labels) -> float:
 
 
 def test_an_abandoned_request_stops_decoding(server):
-    """A non-streaming request whose client goes away is cancelled: its row leaves the batch at once."""
+    """A non-streaming request whose client goes away is cancelled: its row leaves the batch, long before
+    its 240 tokens (which the same request, waited for, decodes: no end token cuts it short)."""
     client, _, _ = server
-    body = greedy("uniform", PROMPTS[2], "P1B,P2B,P3B", max_tokens=220)
+    body = greedy("uniform", PROMPTS[2], "P1B,P2B,P3B", max_tokens=240)
     steps = metric(client, "decode_steps_total")
     cancelled = metric(client, "requests_total", method="uniform", outcome="cancelled")
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{client.base_url}/v1/completions", json=body, timeout=0.3)
-    deadline = time.time() + 20
+        httpx.post(f"{client.base_url}/v1/completions", json=body, timeout=0.1)
+    deadline = time.time() + 30
     while (
         metric(client, "batch_rows") > 0
         or metric(client, "requests_total", method="uniform", outcome="cancelled") == cancelled
@@ -290,10 +291,8 @@ def test_an_abandoned_request_stops_decoding(server):
         assert time.time() < deadline, "the abandoned row kept decoding"
         time.sleep(0.05)
     used = metric(client, "decode_steps_total") - steps
-    assert used < 150, used  # all 220 before
-    # the same request, waited for, runs to its length: it was the disconnect that stopped it
-    out = post(client, {**body, "max_tokens": 160}).json()
-    assert out["usage"]["completion_tokens"] == 160
+    assert used < 200, used  # all 240 before
+    assert post(client, body).json()["usage"]["completion_tokens"] == 240
 
 
 def test_health_and_metrics(server):
