@@ -39,7 +39,15 @@ def server(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("serve_robust")
     make_random_expert_run(run_dir)
     cfg = compose(
-        [f"run_dir={run_dir}", *TINY, "generate.max_new_tokens=10", "serve.max_batch=16", "serve.max_soups=4"]
+        [
+            f"run_dir={run_dir}",
+            *TINY,
+            "generate.max_new_tokens=10",
+            "serve.max_batch=16",
+            "serve.max_soups=4",
+            "serve.soups_merged=true",
+            "serve.max_merged_soups=2",
+        ]
     )
     backend = Backend(cfg)
     backend.scheduler.start()
@@ -178,6 +186,16 @@ def test_soups_are_bounded_and_rebuilt_when_needed_again(server):
     assert together == alone
     assert post(client, bodies[0]).json()["choices"][0]["text"] == alone[0]
     assert metric(client, "adapters_loaded") == experts + 4 == len(backend.runtime.model.peft_config)
+
+    merged = [{**b, "model": "soups-merged"} for b in bodies[:3]]
+    texts = [post(client, b).json()["choices"][0]["text"] for b in merged]
+    assert texts == alone[:3]  # a merged soup decodes as the batched one
+    assert metric(client, "merged_soups_loaded") == 2 == len(backend.merged)
+    assert post(client, merged[0]).json()["choices"][0]["text"] == alone[0]
+    assert metric(client, "merged_soups_loaded") == 2
+    assert not any(
+        name.startswith("soups-merged") and name not in backend.merged for name in backend.scheduler.lanes
+    )
 
 
 def lane_rows(prompts, experts, weights, samplers, lengths, events):
