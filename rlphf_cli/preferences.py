@@ -163,8 +163,8 @@ def parse_weighted_preferences(spec: str, poles: Sequence[str]) -> list[Preferen
     """Like `parse_preference`, but each pole may carry a weight: `P1A:0.5,P2B:0.3,P3A:0.2` (`=` also works,
     so a preference's own name parses back to it).
 
-    Negative, non-finite or malformed weights, empty parts and a trailing `;` are refused; weights that do
-    not sum to 1 are normalised, with a warning.
+    Negative, non-finite or malformed weights, weights whose sum overflows, empty parts and a trailing `;`
+    are refused; weights that do not sum to 1 are normalised, with a warning.
     """
     import logging
     import math
@@ -205,6 +205,12 @@ def parse_weighted_preferences(spec: str, poles: Sequence[str]) -> list[Preferen
         total = sum(weights)
         if total <= 0:
             raise UserError(f"preference {part!r}: weights sum to zero")
+        if not math.isfinite(
+            total
+        ):  # each weight finite, their sum not (1e308 twice): it would normalise to 0
+            raise UserError(
+                f"preference {part!r}: weights too large (their sum overflows); use weights such as 0.7"
+            )
         if abs(total - 1.0) > 1e-3:
             logging.getLogger(__name__).warning(
                 "preference %s: weights sum to %g; normalised to 1", part, total

@@ -63,6 +63,10 @@ def check_serve(s) -> None:
         raise UserError(f"serve.port must be 1 to 65535; got {s.port}")
     _at_least("serve", s, "max_batch", 1)
     _at_least("serve", s, "max_new_tokens", 1)
+    _at_least("serve", s, "max_soups", 1)
+    _at_least("serve", s, "max_merged_soups", 1)
+    if s.threads is not None:
+        _at_least("serve", s, "threads", 1)
 
 
 def check_run_dir(run_dir: str) -> None:

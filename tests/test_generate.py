@@ -134,6 +134,7 @@ def rlphf(*args):
         (["preference=P9Z"], "unknown pole 'P9Z'"),
         (["preference=P1A:-0.5,P2B:1.5"], "must not be negative"),
         (["preference=P1A:nan,P2B:0.5"], "is not finite"),
+        (["preference=P1A:1e308,P2B:1e308"], "sum overflows"),
         (["preference=P1A,P2B;"], "trailing `;`"),
         (["method=nope"], "unknown method 'nope'"),
     ],

@@ -39,6 +39,7 @@ def test_a_preference_is_named_by_its_weights_and_the_name_parses_back():
         ("P1A:1e,P2B:0.5", "bad weight"),
         ("P1A:0.5,P2B", "every pole or for none"),
         ("P1A:0,P2B:0", "sum to zero"),
+        ("P1A:1e308,P2B:1e308", "sum overflows"),  # each finite; their sum would normalise them to 0
     ],
 )
 def test_bad_weights_are_user_errors(spec, message):

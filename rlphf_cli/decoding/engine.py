@@ -35,9 +35,10 @@ class Sampler:
 
     def __call__(self, logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Pick the next token of every row from mixed log-probabilities [B, V]."""
-        if self.greedy or self.temperature == 0:
+        if self.greedy or self.temperature < torch.finfo(logp.dtype).tiny:  # 1e-300 is 0 in float32: argmax
             return logp.argmax(-1)
-        logits = logp / self.temperature
+        # the best token at 0 first: at a tiny temperature every other one is -inf, not all of them (NaN)
+        logits = (logp - logp.amax(-1, keepdim=True)) / self.temperature
         if self.top_k and self.top_k < logits.shape[-1]:
             kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))

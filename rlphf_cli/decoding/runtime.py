@@ -93,6 +93,11 @@ class Runtime:
             add_soup(self.model, list(poles), list(weights), merge)
         return name
 
+    def remove_adapter(self, name: str) -> None:
+        """Free an adapter made on demand (a soup): a long-running server keeps only those it may reuse."""
+        self._changing()
+        self.model.delete_adapter(name)
+
     def _changing(self) -> None:
         if self.before_model_change is not None:
             self.before_model_change()

@@ -37,30 +37,40 @@ def write_user(run_dir, name: str, body: dict) -> Path:
 
 
 def load_user_preference(spec: str, run_dir, poles) -> Preference:
-    """A user file's mixture weights as a preference (named by its weights, labelled with the user)."""
+    """A user file's mixture weights as a preference (named by its weights, labelled with the user).
+
+    `spec` is a path: as given (absolute, or from the current folder), else inside the run directory."""
     path = Path(spec).expanduser()
     if not path.is_absolute() and not path.is_file():
         path = RunDir(run_dir).root / spec
     if not path.is_file():
-        raise UserError(
-            f"user file not found: {spec} (looked in the current folder and in {RunDir(run_dir).root})"
+        where = (
+            ""
+            if Path(spec).expanduser().is_absolute()
+            else f" (looked in the current folder and in {RunDir(run_dir).root})"
         )
+        raise UserError(f"user file not found: {spec}{where}")
+    return read_user_preference(path, poles, label=str(path))
+
+
+def read_user_preference(path: Path, poles, label: str) -> Preference:
+    """The preference of the user file at `path`; messages name it `label` (a server names no path of its own)."""
     try:
         body = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a JSON user file ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{label}: not a JSON user file ({str(exc).splitlines()[0]})") from None
     mix = body.get("mixture") if isinstance(body, dict) else None
     if not isinstance(mix, dict) or not mix:
-        raise UserError(f'{path}: a user file needs a `mixture` object of pole weights, e.g. {{"P1A": 0.5}}')
+        raise UserError(f'{label}: a user file needs a `mixture` object of pole weights, e.g. {{"P1A": 0.5}}')
     parts = []
     for pole, weight in mix.items():
         ok = isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
         if not ok:
-            raise UserError(f"{path}: weight of {pole} is {weight!r}, not a finite number")
+            raise UserError(f"{label}: weight of {pole} is {weight!r}, not a finite number")
         parts.append(f"{pole}:{format_weight(float(weight))}")
     try:
         (pref,) = parse_weighted_preferences(",".join(parts), poles)
     except UserError as exc:
-        raise UserError(f"{path}: {exc}") from None
+        raise UserError(f"{label}: {exc}") from None
     user = body.get("user") if isinstance(body.get("user"), str) else path.stem
     return Preference(pref.combination, pref.weights, user=user)

@@ -65,6 +65,7 @@ class Lane:
         self.rows: list[Row] = []
         self.pending: list[Row] = []
         self.hooked = False  # the lane's LoRA updates are on the shared model (see Scheduler)
+        self.stepped = 0  # rows the last step decoded (metrics)
 
     @property
     def busy(self) -> bool:
@@ -86,11 +87,15 @@ class Lane:
     # --- one step: admit waiting rows, pick a token for every row, drop finished rows, feed the rest
     def step(self) -> None:
         self._admit()
+        self.stepped = len(self.rows)
         if not self.rows:
             return
-        tokens = self._pick(self.state.mixed())
+        tokens, failed = self._pick(self.state.mixed())
         keep = []
         for i, (row, tok) in enumerate(zip(self.rows, tokens.tolist(), strict=True)):
+            if i in failed:  # this row's own failure: it leaves with the error, the others go on
+                row.emit("error", failed[i])
+                continue
             row.tokens.append(tok)
             row.emit("token", tok)
             if tok == self.eos:
@@ -112,11 +117,13 @@ class Lane:
         self.state.step(tokens)
 
     def fail(self, message: str) -> None:
-        """Something broke mid-step: every row gets the error; the lane starts afresh."""
-        for row in self.rows + self.pending:
+        """Something broke in the batch's own state (a forward, a join): its rows get the error and the lane
+        starts afresh; rows still waiting took no part and are decoded later."""
+        for row in self.rows:
             row.emit("error", message)
-        self.rows, self.pending = [], []
-        self.release()
+        self.rows = []
+        self.experts.suspend()  # a half-done join may have put updates on the model
+        self.hooked = False
         self.state = DecodeState(self.experts, self.pad, self.device)
 
     def _admit(self) -> None:
@@ -128,25 +135,70 @@ class Lane:
         self.pending = [r for r in self.pending if r not in fits and not r.cancelled]
         if not fits:
             return
-        self.state.join(
-            [r.prompt_ids for r in fits],
-            [r.experts for r in fits],
-            self.make_provider(fits),
-            [r.mixing or self.mixing for r in fits],
-        )
+        provider, fits = self._provider(fits)
+        if not fits:
+            return
+        try:
+            self.state.join(
+                [r.prompt_ids for r in fits],
+                [r.experts for r in fits],
+                provider,
+                [r.mixing or self.mixing for r in fits],
+            )
+        except Exception as exc:  # a half-joined batch cannot go on: the running rows fail too (Scheduler)
+            for row in fits:
+                row.emit("error", f"{type(exc).__name__}: {exc}")
+            raise
         self.hooked = True
         self.rows += fits
 
-    def _pick(self, logp: torch.Tensor) -> torch.Tensor:
-        out = torch.empty(logp.shape[0], dtype=torch.long, device=logp.device)
+    def _provider(self, fits: list[Row]) -> tuple[object, list[Row]]:
+        """The weight provider of the rows about to join; a row whose own cannot be made gets the error
+        and stays out (the others join)."""
+        try:
+            return self.make_provider(fits), fits
+        except Exception:
+            log.exception("lane %s: cannot set up the weights of %d joining rows", self.name, len(fits))
+        good = []
+        for row in fits:
+            try:
+                self.make_provider([row])
+                good.append(row)
+            except Exception as exc:
+                row.emit("error", _message(exc))
+        return (self.make_provider(good) if good else None), good
+
+    def _pick(self, logp: torch.Tensor) -> tuple[torch.Tensor, dict[int, str]]:
+        """The next token of every row, and the rows that failed (index -> message): a row whose mixture is
+        not a distribution, or whose sampling fails, fails alone."""
+        out = torch.full((logp.shape[0],), self.pad, dtype=torch.long, device=logp.device)
+        failed = {}
+        broken = (logp.isnan().any(-1) | ~logp.isfinite().any(-1)).tolist()  # NaN, or no token possible
         groups: dict[tuple, list[int]] = {}
         for i, row in enumerate(self.rows):
+            if broken[i]:
+                failed[i] = "the row's mixture has no valid next-token distribution (NaN or every token -inf)"
+                continue
             s = row.sampler
             groups.setdefault((s.greedy or s.temperature == 0, s.temperature, s.top_k, s.top_p), []).append(i)
         for idx in groups.values():
             at = torch.tensor(idx, device=logp.device)
-            out[at] = self.rows[idx[0]].sampler(logp[at], self.generator)
-        return out
+            try:
+                out[at] = self.rows[idx[0]].sampler(logp[at], self.generator)
+                continue
+            except Exception:
+                log.exception("lane %s: sampling %d rows failed; trying them one by one", self.name, len(idx))
+            for i in idx:  # find the row(s) at fault
+                try:
+                    out[i] = self.rows[i].sampler(logp[i : i + 1], self.generator)[0]
+                except Exception as exc:
+                    failed[i] = _message(exc)
+        return out, failed
+
+
+def _message(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 class Scheduler:
@@ -158,6 +210,7 @@ class Scheduler:
         self.lanes: dict[str, Lane] = {}
         self.inbox: queue.Queue = queue.Queue()
         self.hooked: Lane | None = None  # the lane whose LoRA hooks are on the shared model
+        self.steps = self.rows_stepped = 0  # decode steps and the rows they decoded (metrics)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="rlphf-serve-scheduler", daemon=True)
 
@@ -171,6 +224,16 @@ class Scheduler:
 
     def submit(self, lane: str, row: Row) -> None:
         self.inbox.put((lane, row))
+
+    def stats(self) -> dict:
+        """Read from another thread (metrics): rows decoding per lane, rows waiting, steps so far."""
+        lanes = list(self.lanes.items())
+        return {
+            "running": {name: len(lane.rows) for name, lane in lanes},
+            "waiting": self.inbox.qsize() + sum(len(lane.pending) for _, lane in lanes),
+            "steps": self.steps,
+            "rows_stepped": self.rows_stepped,
+        }
 
     def release_hooks(self) -> None:
         """Leave the shared model bare (no lane's hooks): before merging or copying adapters."""
@@ -219,5 +282,8 @@ class Scheduler:
         except Exception as exc:
             log.exception("lane %s failed", lane.name)
             lane.fail(f"{type(exc).__name__}: {exc}")
+        if lane.stepped:
+            self.steps += 1
+            self.rows_stepped += lane.stepped
         if shares:
             self.hooked = lane if lane.hooked else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import OrderedDict
 
 import torch
 
@@ -59,7 +60,11 @@ class Backend:
         widest = max(all_combinations(self.bench.poles), key=len)
         full = Preference(tuple(widest), (1.0 / len(widest),) * len(widest))
         self.width = max(len(get_method(n).experts(rt, full)) for n in self.poles)
-        self.merged: dict[str, object] = {}  # one plain model per merged soup
+        # made on demand and bounded (least recently used first out; rows in flight keep theirs): the soup
+        # adapters on the shared model (serve.max_soups) and the merged models (serve.max_merged_soups)
+        self.made: OrderedDict[str, None] = OrderedDict()
+        self.merged: OrderedDict[str, object] = OrderedDict()  # lane name -> one plain model per merged soup
+        self.evicted = 0
         self.scheduler = Scheduler(self._make_lane, self._prepare)
         rt.before_model_change = self.scheduler.release_hooks  # adding a soup lifts the running batch's hooks
         self.default_sampler = rt.sampler()
@@ -68,33 +73,79 @@ class Backend:
         """The registry's method of a served name (`soups-merged` is soups)."""
         return get_method(served.removesuffix(MERGED) if served not in self.poles else served)
 
+    def stats(self) -> dict:
+        """The gauges of `/metrics`: name -> (type, help, value or {lane: value})."""
+        from rlphf_cli.serving.metrics import resident_bytes
+
+        sched = self.scheduler.stats()
+        return {
+            "batch_rows": (
+                "gauge",
+                "rows decoding now, by lane (a method, or a merged soup)",
+                sched["running"],
+            ),
+            "queue_rows": ("gauge", "requests waiting for a row or to be set up", sched["waiting"]),
+            "decode_steps_total": (
+                "counter",
+                "decode steps (one lane, one token for each of its rows)",
+                sched["steps"],
+            ),
+            "batch_size_mean": (
+                "gauge",
+                "rows per decode step since the server started",
+                sched["rows_stepped"] / max(sched["steps"], 1),
+            ),
+            "adapters_loaded": (
+                "gauge",
+                "LoRA adapters on the shared model (experts and soups)",
+                len(getattr(self.runtime.model, "peft_config", {})),
+            ),
+            "soups_loaded": (
+                "gauge",
+                "adapters made on demand (soups) now held (serve.max_soups)",
+                len(self.made),
+            ),
+            "merged_soups_loaded": (
+                "gauge",
+                "soups-merged models held, one base each (serve.max_merged_soups)",
+                len(self.merged),
+            ),
+            "soups_evicted_total": ("counter", "soups freed to stay within the bounds", self.evicted),
+            "resident_memory_bytes": ("gauge", "the process's resident memory", resident_bytes()),
+            "torch_threads": ("gauge", "torch's CPU threads (serve.threads)", torch.get_num_threads()),
+        }
+
     # --- requests
     def preference(self, method: str, spec) -> Preference | None:
         """The request's `preference` field: poles (`P1A,P2B,P3A`) or weights (`P1A:0.7,P2B:0.3`)."""
         m = self._method(method)
-        if spec is None or spec == "":
+        if spec is not None and not isinstance(spec, str):
+            raise UserError('`preference` must be a string such as "P1A,P2B,P3A" or "P1A:0.7,P2B:0.3"')
+        spec = (spec or "").strip()
+        if not spec:  # blank is no preference (the CLI would read it as `all`, which is many)
             if not (m.adapters or m.needs_pcm or m.preference_in_prompt(self.cfg)):
                 return None  # a method that reads no preference (sft)
             raise UserError(f'method {method} needs a `preference`, e.g. "P1A,P2B,P3A" or "P1A:0.7,P2B:0.3"')
-        if not isinstance(spec, str):
-            raise UserError('`preference` must be a string such as "P1A,P2B,P3A" or "P1A:0.7,P2B:0.3"')
-        spec = spec.strip()
         if spec.startswith("@"):
             return self.user_preference(spec[1:], self.poles[m.name])
         if ";" in spec or spec == "all":
             raise UserError(f"one preference per request, not {spec!r}")
-        (pref,) = parse_weighted_preferences(spec, self.poles[m.name])
-        return pref
+        prefs = parse_weighted_preferences(spec, self.poles[m.name])
+        if len(prefs) != 1:
+            raise UserError(f"one preference per request, not {spec!r}")
+        return prefs[0]
 
     def user_preference(self, name: str, poles=None) -> Preference:
         """`@users/NAME.json`: a user's inferred weights (`rlphf personalize`), read from the run's users/
-        folder only: a request never names a file elsewhere."""
-        from rlphf_cli.personalize.users import load_user_preference
+        folder only: a request never names a file elsewhere, and messages never show the server's paths."""
+        from rlphf_cli.personalize.users import read_user_preference
 
         if not re.fullmatch(r"users/[A-Za-z0-9_.-]+\.json", name) or ".." in name:
             raise UserError(f"a user preference is @users/NAME.json, not @{name}")
-        poles = poles or list(self.bench.poles)
-        return load_user_preference(str(RunDir(self.cfg.run_dir).root / name), self.cfg.run_dir, poles)
+        path = RunDir(self.cfg.run_dir).root / name
+        if not path.is_file():
+            raise UserError(f"user file not found: {name} (none in this run; `rlphf personalize` makes them)")
+        return read_user_preference(path, poles or list(self.bench.poles), label=name)
 
     def row(
         self, method: str, text: str, pref: Preference | None, max_tokens, sampler, emit
@@ -127,11 +178,40 @@ class Backend:
         return MAIN, row
 
     def _prepare(self, row: Row, lane: str) -> None:
-        """On the scheduler thread: make what a row needs (its soup adapter, or its merged model)."""
+        """On the scheduler thread: make what a row needs (its soup adapter, or its merged model), and free
+        the least recently used of those no row in flight needs beyond the bounds."""
+        before = set(self._adapters())
         row.method.prepare(self.runtime, [row.spec])
+        self.made.update((name, None) for name in self._adapters() if name not in before)
+        for name in row.experts:
+            if name in self.made:
+                self.made.move_to_end(name)
         if lane != MAIN and lane not in self.merged:
             self.scheduler.release_hooks()
             self.merged[lane] = row.method.merged_model(self.runtime, row.spec)
+        if lane in self.merged:
+            self.merged.move_to_end(lane)
+        self._evict(row, lane)
+
+    def _adapters(self):
+        return getattr(self.runtime.model, "peft_config", {}).keys()
+
+    def _evict(self, row: Row, lane: str) -> None:
+        lanes = self.scheduler.lanes
+        in_use = {a for ln in lanes.values() for r in ln.rows + ln.pending for a in r.experts}
+        in_use.update(row.experts)
+        s = self.cfg.serve
+        for name in [n for n in self.made if n not in in_use][: max(0, len(self.made) - s.max_soups)]:
+            self.runtime.remove_adapter(name)
+            del self.made[name]
+            self.evicted += 1
+        busy = {name for name, ln in lanes.items() if ln.busy} | {lane}
+        for name in [n for n in self.merged if n not in busy][
+            : max(0, len(self.merged) - s.max_merged_soups)
+        ]:
+            del self.merged[name]
+            lanes.pop(name, None)  # its lane holds the model
+            self.evicted += 1
 
     # --- lanes
     def _make_lane(self, name: str) -> Lane:
