@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from rlphf_cli.annotate.web import BadRequest, check_host, check_token, error, json_body, ok, page, serve_app
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.errors import UserError
+from rlphf_cli.methods import all_methods, get_method
 from rlphf_cli.personalize.candidates import Features, candidate_pairs, ensure_candidates, pair_pool
 from rlphf_cli.personalize.fit import CHOICES, fit_answers, read_answers, report, user_body
 from rlphf_cli.personalize.model import most_uncertain, two_pole_dimensions
@@ -156,14 +157,15 @@ def web_method(cfg) -> str:
     method = cfg.personalize.web_method
     if method == "auto":
         return "pcm" if RunDir(cfg.run_dir).artifact("pcm").is_complete() else "mod"
-    if method not in ("pcm", "mod", "soups", "genarm"):
-        raise UserError(f"personalize.web_method must be auto, pcm, mod, soups or genarm; got {method!r}")
+    weighted = [m.name for m in all_methods() if m.takes_weights]
+    if method not in weighted:
+        raise UserError(f"personalize.web_method must be auto or {', '.join(weighted)}; got {method!r}")
     return method
 
 
 def decode_for_user(cfg, name: str) -> dict:
     """One response to the benchmark's first evaluation prompt, decoded with the user's weights."""
-    from rlphf_cli.decoding.generate import DEFAULT_MIXING, Generator, method_settings
+    from rlphf_cli.decoding.generate import Generator, method_settings
     from rlphf_cli.generations import GenerationsFile
 
     method = web_method(cfg)
@@ -180,8 +182,7 @@ def decode_for_user(cfg, name: str) -> dict:
         out.check_settings(settings)
     done = {(r["prompt_id"], r["combination"]): r for r in out.read()}
     if (prompt.id, pref.name) not in done:
-        mixing = cfg.generate.mixing or DEFAULT_MIXING.get(method, "prob")
-        Generator(cfg, method, mixing, settings).run([(prompt, pref)], out)
+        Generator(cfg, method, get_method(method).mixing_space(cfg), settings).run([(prompt, pref)], out)
         done = {(r["prompt_id"], r["combination"]): r for r in out.read()}
     row = done[(prompt.id, pref.name)]
     return {"method": method, "preference": pref.name, "prompt": prompt.text, "text": row.get("text") or ""}
