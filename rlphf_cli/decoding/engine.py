@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 from transformers import DynamicCache
 
-from rlphf_cli.decoding.stacked_lora import BASE, StackedLoRA
+from rlphf_cli.decoding.stacked_lora import BASE, Blend, StackedLoRA, adapter_names
 
 
 @dataclass
@@ -166,9 +166,12 @@ class AdapterExperts:
         return x.repeat_interleave(self.k, dim=0)
 
     def prefill(self, input_ids, attention_mask, rows):
-        unknown = sorted({a for row in rows for a in row if a != BASE and a not in self.names})
+        used = {a for row in rows for entry in row for a in adapter_names(entry)}
+        unknown = sorted(a for a in used if a != BASE and a not in self.names)
         if unknown:
             raise KeyError(f"unknown expert adapter(s) {unknown}; loaded: {self.names}")
+        if self.stacked is None and any(isinstance(e, Blend) for row in rows for e in row):
+            raise ValueError("a Blend of adapters (PARM) needs stacked LoRA decoding")
         self.k, batch = len(rows[0]), input_ids.shape[0]
         # row b*k + i carries adapter rows[b][i]; a plain model (no adapters) takes no names
         kwargs = {}

@@ -1,0 +1,262 @@
+"""PARM: the preference-aware bilinear LoRA, its training loss, `train-expert algo=parm`, `generate method=parm`."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import make_random_expert_run
+from rlphf_cli.config import compose
+from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
+from rlphf_cli.pblora import PBLoRA, add_parm_adapters, parm_blend
+from rlphf_cli.runs import RunDir
+
+TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=2"]
+POLES = ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]
+TARGETS = ["q_proj", "v_proj", "down_proj"]
+
+
+def _tiny_base(seed=0):
+    from rlphf_cli.benchmarks import get_benchmark
+    from rlphf_cli.modeling import build_tiny_model, build_tokenizer
+
+    cfg = compose(TINY)
+    tokenizer = build_tokenizer(get_benchmark(cfg.benchmark).vocabulary_text())
+    return build_tiny_model(cfg.model, tokenizer, seed).eval(), tokenizer
+
+
+def _random_parm(folder, seed=0):
+    """A saved PARM with every factor random (B too: PARM starts B at zero), on the tiny base of `seed`."""
+    model, tokenizer = _tiny_base()
+    parm = PBLoRA(model, POLES, r1=3, r2=2, lora_alpha=4.0, target_modules=TARGETS)
+    gen = torch.Generator().manual_seed(seed)
+    for p in parm.layers.parameters():
+        p.data.copy_(torch.randn(p.shape, generator=gen) * 0.6)
+    parm.save(folder)
+    return tokenizer
+
+
+def _direct_logps(folder, ids: list[int], weights: dict) -> torch.Tensor:
+    """Log-probs [T, V] of the PARM module itself at `weights` over a token sequence."""
+    model, _ = _tiny_base()
+    parm = PBLoRA.load(model, folder)
+    parm.set_preference(torch.tensor([weights.get(p, 0.0) for p in POLES]))
+    with torch.no_grad():
+        return parm(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+
+
+@pytest.fixture(scope="module")
+def parm_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parm")
+    _random_parm(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def parm_experts(parm_dir):
+    model, tokenizer = _tiny_base()
+    model, config = add_parm_adapters(model, parm_dir)
+    return AdapterExperts(model), tokenizer, config
+
+
+PREFS = [
+    {"P1A": 1 / 3, "P2B": 1 / 3, "P3A": 1 / 3},
+    {"P1B": 0.7, "P2A": 0.2, "P3B": 0.1},
+    {"P2A": 1.0},
+    {"P1A": 0.25, "P1B": 0.25, "P2A": 0.5},
+]
+
+
+def _prompts(tokenizer):
+    texts = ["tell me about rain", "why is the sky blue ?", "explain volcanoes to me", "what is a cat"]
+    return [tokenizer(t).input_ids for t in texts]
+
+
+def test_the_conditioned_arm_in_the_engine_gives_the_modules_own_log_probs(parm_dir, parm_experts):
+    """The PARM at w decoded as one blended row = PBLoRA evaluated directly at w, token by token."""
+    experts, tokenizer, config = parm_experts
+    prompts = _prompts(tokenizer)
+    for weights, ids in zip(PREFS, prompts, strict=True):
+        out = decode(
+            experts,
+            FixedWeights(torch.tensor([[0.0, 1.0]])),  # log mixing, all weight on the PARM row
+            [ids],
+            [BASE, parm_blend(config["poles"], weights)],
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            max_new_tokens=8,
+            mixing="log",
+            sampler=Sampler(greedy=True),
+            record=True,
+        )
+        tokens = out.tokens[0]
+        direct = _direct_logps(parm_dir, ids + tokens, weights)
+        want = torch.stack([direct[len(ids) - 1 + t, tok] for t, tok in enumerate(tokens)])
+        got = out.expert_logps[0][:, 1]
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        # greedy on the PARM row is the module's own greedy choice
+        assert tokens == [int(direct[len(ids) - 1 + t].argmax()) for t in range(len(tokens))]
+    # and the weights matter: another preference gives other log-probs
+    a = _direct_logps(parm_dir, prompts[0], PREFS[0])
+    b = _direct_logps(parm_dir, prompts[0], PREFS[1])
+    assert (a - b).abs().max() > 1e-2
+
+
+def test_parm_rows_with_their_own_weights_in_one_batch_decode_as_alone(parm_experts):
+    """log p_base + beta log p_PARM(.|w): a mixed batch of four preferences = each row decoded alone."""
+    experts, tokenizer, config = parm_experts
+    prompts = _prompts(tokenizer)
+    active = [[BASE, parm_blend(config["poles"], w)] for w in PREFS]
+    betas = [3.0, 1.0, 2.0, 0.5]
+    weights = torch.tensor([[1.0, b] for b in betas])
+    common = dict(
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=10,
+        mixing="log",
+        sampler=Sampler(greedy=True),
+        record=True,
+    )
+    mixed = decode(experts, FixedWeights(weights), prompts, active, **common)
+    for i in range(len(PREFS)):
+        alone = decode(experts, FixedWeights(weights[i : i + 1]), [prompts[i]], [active[i]], **common)
+        assert mixed.tokens[i] == alone.tokens[0]
+        torch.testing.assert_close(mixed.expert_logps[i], alone.expert_logps[0], atol=1e-4, rtol=1e-4)
+    assert len({tuple(t) for t in mixed.tokens}) > 1
+
+
+def test_pblora_starts_at_zero_and_is_linear_in_the_weights():
+    """PARM's init (B = 0) leaves the base unchanged; the update at (a + b) / 2 is the mean of the updates."""
+    model, _ = _tiny_base()
+    ids = torch.tensor([[5, 9, 11, 4]])
+    with torch.no_grad():
+        base = model(input_ids=ids).logits
+    parm = PBLoRA(model, POLES, r1=2, r2=2, lora_alpha=4.0, target_modules=["q_proj"])
+    parm.set_preference(torch.tensor([0.5, 0, 0.5, 0, 0, 0]))
+    with torch.no_grad():
+        torch.testing.assert_close(parm(input_ids=ids).logits, base)
+    layer = next(iter(parm.layers.values()))
+    torch.nn.init.normal_(layer.B)
+    x = torch.randn(1, 3, layer.A.shape[1])
+    a, b = torch.tensor([[1.0, 0, 0, 0, 0, 0]]), torch.tensor([[0, 0, 0.3, 0.7, 0, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            layer.delta(x, (a + b) / 2), (layer.delta(x, a) + layer.delta(x, b)) / 2, atol=1e-5, rtol=1e-5
+        )
+        # the slots: shared + sum_i alpha_i pole_i reproduces the bilinear update
+        slots = layer.slots()
+        by_slots = F.linear(F.linear(x, slots[0][0]), slots[0][1])
+        for i, w in enumerate(b[0].tolist()):
+            by_slots = by_slots + w * F.linear(F.linear(x, slots[1 + i][0]), slots[1 + i][1])
+        torch.testing.assert_close(layer.delta(x, b), by_slots, atol=1e-5, rtol=1e-5)
+
+
+def test_parm_loss_is_the_weighted_sum_of_per_pole_bt_losses(tmp_path):
+    """PARM's loss at alpha: sum_i alpha_i mean_{pairs labelled on i} -logsigmoid(beta margin_i), by hand."""
+    from rlphf_cli.training.parm_trainer import PARMTrainer, merge_pairs
+
+    model, tokenizer = _tiny_base()
+    parm = PBLoRA(model, POLES, r1=2, r2=2, lora_alpha=4.0, target_modules=TARGETS)
+    for p in parm.layers.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    by_pole = {
+        "P1A": [
+            {"user_input": "tell me about rain", "completion_a": "rain is water .", "completion_b": "no ."},
+            {"user_input": "what is a cat", "completion_a": "a cat is small .", "completion_b": "cats ."},
+        ],
+        "P2B": [{"user_input": "tell me about rain", "completion_a": "no .", "completion_b": "rain is water ."}],
+        "P3A": [{"user_input": "what is a cat", "completion_a": "cats .", "completion_b": "a cat is small ."}],
+    }
+    items = merge_pairs(by_pole)
+    assert len(items) == 2 and {len(it["labels"]) for it in items} == {2}
+    beta = 0.4
+    trainer = PARMTrainer(
+        parm=parm, tokenizer=tokenizer, items=items, beta=beta, batch_size=2, steps=1, learning_rate=0.0
+    )
+    alpha = torch.tensor([0.5, 0.0, 0.0, 0.3, 0.2, 0.0])
+    with torch.no_grad():
+        loss, _ = trainer.loss(items, alpha)
+
+    def seq_logp(prompt, response):
+        p = tokenizer(prompt).input_ids
+        ids = p + tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        parm.set_preference(alpha)
+        with torch.no_grad():
+            logp = parm(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+        return sum(logp[t - 1, ids[t]].item() for t in range(len(p), len(ids)))
+
+    by_hand = 0.0
+    for i, pole in enumerate(POLES):
+        terms = [
+            -F.logsigmoid(
+                torch.tensor(beta * (seq_logp(r["user_input"], r["completion_a"]) - seq_logp(r["user_input"], r["completion_b"])))
+            ).item()
+            for r in by_pole.get(pole, [])
+        ]
+        if terms:
+            by_hand += alpha[i].item() * sum(terms) / len(terms)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-4)
+
+
+def test_preference_sampling(tmp_path):
+    from rlphf_cli.training.parm_trainer import PARMTrainer
+
+    model, tokenizer = _tiny_base()
+    parm = PBLoRA(model, POLES, r1=2, r2=2, lora_alpha=4.0, target_modules=["q_proj"])
+    common = dict(parm=parm, tokenizer=tokenizer, items=[], beta=0.1, batch_size=1, steps=1, learning_rate=0.0)
+    for _ in range(20):
+        a = PARMTrainer(**common, sampling="combinations").sample_preference()
+        assert a.sum().item() == pytest.approx(1.0, abs=1e-5)
+        # one pole per dimension: never both poles of one dimension
+        assert all((a[2 * d] > 0) != (a[2 * d + 1] > 0) for d in range(3))
+    trainer = PARMTrainer(**common, sampling="simplex")
+    assert all((trainer.sample_preference() > 0).all() for _ in range(5))
+    from rlphf_cli.errors import UserError
+
+    with pytest.raises(UserError, match="expert.parm.sampling"):
+        PARMTrainer(**common, sampling="grid")
+
+
+@pytest.fixture(scope="module")
+def random_parm_run(tmp_path_factory):
+    """An untrained tiny base with a random PARM (parm/) beside its random experts."""
+    path = tmp_path_factory.mktemp("parm_run")
+    make_random_expert_run(path, poles=("P1A", "P2A", "P3A"))
+    art = RunDir(path).artifact("parm")
+    _random_parm(art.start())
+    art.commit("parm", None, algo="random", poles=POLES)
+    return path
+
+
+def _texts(run_dir, method, *overrides) -> dict:
+    from rlphf_cli.decoding.generate import ensure_generations
+
+    cfg = compose(
+        [
+            f"run_dir={run_dir}",
+            *TINY,
+            "benchmark.max_eval_prompts=4",
+            "generate.max_new_tokens=12",
+            "generate.greedy=true",
+            "generate.preference=P1A:0.5,P2A:0.3,P3A:0.2;P1B,P2B,P3B",
+            *overrides,
+        ]
+    )
+    path = ensure_generations(cfg, method)
+    return {(r["prompt_id"], r["combination"]): r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_generate_parm_with_beta_zero_is_the_base_and_the_parm_acts_otherwise(random_parm_run, tmp_path):
+    base = _texts(random_parm_run, "sft")
+    guided = _texts(random_parm_run, "parm", "generate.parm_beta=0")
+    assert len(base) == 8
+    assert {k: r["text"] for k, r in guided.items()} == {k: r["text"] for k, r in base.items()}
+    assert {r["parm_beta"] for r in guided.values()} == {0.0}
+    other = tmp_path / "strong"
+    shutil.copytree(random_parm_run, other, ignore=shutil.ignore_patterns("generations"))
+    strong = _texts(other, "parm", "generate.parm_beta=4")
+    assert {k: r["text"] for k, r in strong.items()} != {k: r["text"] for k, r in base.items()}
+    settings = json.loads((other / "generations" / "parm.settings.json").read_text())
+    assert settings["parm_beta"] == 4.0 and settings["mixing"] == "log" and "parm" in settings["inputs"]
