@@ -104,7 +104,7 @@ def train_rm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool
 
 @app.command("train-expert")
 def train_expert(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
-    """Train one LoRA expert per pole on the shared base (pole=P1A|all algo=dpo|ppo|grpo), or GenARM's reward models (algo=arm)."""
+    """Train one LoRA expert per pole on the shared base (pole=P1A|all algo=dpo|ppo|grpo), GenARM's reward models (algo=arm), or PARM's one preference-conditioned reward model (algo=parm, saved as parm/)."""
     run_command("train-expert", "rlphf_cli.training.expert:train_expert", overrides, cfg, "expert", force)
 
 
@@ -117,7 +117,7 @@ def train_pcm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: boo
 @app.command("generate")
 def generate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
     """Decode for preferences (preference=all|P1A,P2B,P3A|P1A:0.6,P2B:0.4|@users/NAME.json) with a method:
-    sft|prompted|soups|mod|uniform|genarm|pcm. Weights drive soups, mod, genarm and pcm; uniform ignores them (equal weights by
+    sft|prompted|soups|mod|uniform|genarm|parm|pcm. Weights drive soups, mod, genarm, parm and pcm; uniform ignores them (equal weights by
     definition); prompted puts the texts of the poles with weight in the prompt, heaviest first."""
     run_command("generate", "rlphf_cli.decoding.generate:generate", overrides, cfg, "generate", force)
 

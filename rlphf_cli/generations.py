@@ -23,7 +23,7 @@ from rlphf_cli.runs import (
     stale_error,
 )
 
-METHODS = ("sft", "prompted", "soups", "mod", "uniform", "genarm", "pcm")
+METHODS = ("sft", "prompted", "soups", "mod", "uniform", "genarm", "parm", "pcm")
 SETTING_KEYS = {"merge": "generate.soups_merge", "prompt_template": "model.prompt_template"}
 
 

@@ -159,7 +159,7 @@ class PBLoRA(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {
-            f"{n}.{p}": getattr(self.layers[n.replace('.', '/')], p).detach().cpu().contiguous()
+            f"{n}.{p}": getattr(self.layers[n.replace(".", "/")], p).detach().cpu().contiguous()
             for n in self.names
             for p in ("A", "B", "W1", "W2")
         }

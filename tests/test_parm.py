@@ -166,8 +166,12 @@ def test_parm_loss_is_the_weighted_sum_of_per_pole_bt_losses(tmp_path):
             {"user_input": "tell me about rain", "completion_a": "rain is water .", "completion_b": "no ."},
             {"user_input": "what is a cat", "completion_a": "a cat is small .", "completion_b": "cats ."},
         ],
-        "P2B": [{"user_input": "tell me about rain", "completion_a": "no .", "completion_b": "rain is water ."}],
-        "P3A": [{"user_input": "what is a cat", "completion_a": "cats .", "completion_b": "a cat is small ."}],
+        "P2B": [
+            {"user_input": "tell me about rain", "completion_a": "no .", "completion_b": "rain is water ."}
+        ],
+        "P3A": [
+            {"user_input": "what is a cat", "completion_a": "cats .", "completion_b": "a cat is small ."}
+        ],
     }
     items = merge_pairs(by_pole)
     assert len(items) == 2 and {len(it["labels"]) for it in items} == {2}
@@ -191,7 +195,13 @@ def test_parm_loss_is_the_weighted_sum_of_per_pole_bt_losses(tmp_path):
     for i, pole in enumerate(POLES):
         terms = [
             -F.logsigmoid(
-                torch.tensor(beta * (seq_logp(r["user_input"], r["completion_a"]) - seq_logp(r["user_input"], r["completion_b"])))
+                torch.tensor(
+                    beta
+                    * (
+                        seq_logp(r["user_input"], r["completion_a"])
+                        - seq_logp(r["user_input"], r["completion_b"])
+                    )
+                )
             ).item()
             for r in by_pole.get(pole, [])
         ]
@@ -205,7 +215,9 @@ def test_preference_sampling(tmp_path):
 
     model, tokenizer = _tiny_base()
     parm = PBLoRA(model, POLES, r1=2, r2=2, lora_alpha=4.0, target_modules=["q_proj"])
-    common = dict(parm=parm, tokenizer=tokenizer, items=[], beta=0.1, batch_size=1, steps=1, learning_rate=0.0)
+    common = dict(
+        parm=parm, tokenizer=tokenizer, items=[], beta=0.1, batch_size=1, steps=1, learning_rate=0.0
+    )
     for _ in range(20):
         a = PARMTrainer(**common, sampling="combinations").sample_preference()
         assert a.sum().item() == pytest.approx(1.0, abs=1e-5)

@@ -4,7 +4,9 @@ Methods: sft (the base), prompted (the base with the preference texts in the pro
 experts merged into one adapter per combination), mod (fixed weights, log-space mixing), uniform (fixed
 uniform weights, probability-space mixing), genarm (the base guided by the combination's autoregressive
 reward models, GenARM: log p_base + sum_i alpha_i log p_ARM_i, renormalised, with alpha_i the preference's
-weight i times `generate.genarm_alpha`), pcm (weights from the trained preference control model).
+weight i times `generate.genarm_alpha`), parm (the base guided by PARM's one preference-conditioned ARM:
+log p_base + generate.parm_beta x log p_PARM(. | x, w), renormalised; decoding/parm.py), pcm (weights from
+the trained preference control model).
 GenARM's released code samples that mixture at temperature 1; here every method samples at
 `generate.temperature`, so that the table compares methods, not temperatures.
 
@@ -31,6 +33,7 @@ from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.benchmarks.base import Prompt
 from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
+from rlphf_cli.decoding.parm import load_parm, parm_active, parm_weights
 from rlphf_cli.decoding.prompts import load_prompts_file
 from rlphf_cli.decoding.soups import MERGES, add_soup
 from rlphf_cli.errors import UserError
@@ -41,7 +44,7 @@ from rlphf_cli.runs import RunDir, input_hash
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIXING = {"mod": "log", "uniform": "prob", "pcm": "prob", "genarm": "log"}
+DEFAULT_MIXING = {"mod": "log", "uniform": "prob", "pcm": "prob", "genarm": "log", "parm": "log"}
 
 
 def generate(cfg) -> Path:
@@ -70,6 +73,8 @@ def method_settings(cfg, method: str) -> dict:
         settings["merge"] = g.soups_merge
     if method == "genarm":
         settings["genarm_alpha"] = g.genarm_alpha
+    if method == "parm":
+        settings["parm_beta"] = g.parm_beta
     if method in DEFAULT_MIXING:
         settings["mixing"] = g.mixing or DEFAULT_MIXING[method]
     settings["prompt_template"] = cfg.model.prompt_template
@@ -87,6 +92,8 @@ def decoded_with(cfg, method: str) -> dict:
     """The inputs a method decodes with (their hashes): the base, the experts, the PCM."""
     root = RunDir(cfg.run_dir).root
     inputs = {"base": input_hash(root / "base")}
+    if method == "parm":
+        return inputs | {"parm": input_hash(root / "parm")}
     if method not in ("sft", "prompted"):
         inputs |= {f"experts/{p}": input_hash(root / "experts" / p) for p in cfg.benchmark.poles}
     if method == "pcm":
@@ -185,6 +192,8 @@ class Generator:
         poles = sorted({p for _, pref in todo for p in pref.combination})
         if self.method in ("sft", "prompted"):
             self.model = base
+        elif self.method == "parm":
+            self.model, self.parm_poles = load_parm(cfg, base)
         else:  # genarm: the combination's autoregressive reward models, named by their poles
             self.model = load_experts(cfg, base, poles, "arms" if self.method == "genarm" else "experts")
         self.pcm = None
@@ -239,6 +248,8 @@ class Generator:
             extra = {"mixing": self.mixing}
         if self.method == "genarm":
             extra["genarm_alpha"] = g.genarm_alpha
+        if self.method == "parm":
+            extra["parm_beta"] = g.parm_beta
         return [
             {
                 "prompt_id": p.id,
@@ -273,6 +284,8 @@ class Generator:
             return [soups[pref]]
         if self.method == "genarm":  # the base is one more row, with no adapter
             return [BASE, *pref.combination]
+        if self.method == "parm":
+            return parm_active(self.parm_poles, pref.combination, pref.weights)
         return list(pref.combination)
 
     def _provider(self, prefs: list[Preference], active: list[list[str]]):
@@ -280,8 +293,12 @@ class Generator:
             return self.pcm.provider(prefs, active)
         weights = torch.zeros(len(prefs), len(active[0]))
         for i, pref in enumerate(prefs):
-            if self.method == "genarm":
-                row = genarm_weights(pref.weights, self.cfg.generate.genarm_alpha)
+            if self.method in ("genarm", "parm"):
+                row = (
+                    genarm_weights(pref.weights, self.cfg.generate.genarm_alpha)
+                    if self.method == "genarm"
+                    else parm_weights(self.cfg.generate.parm_beta)
+                )
                 weights[i, : len(row)] = torch.tensor(row)
                 continue
             n = len(pref.combination) if self.method in ("uniform", "mod") else 1

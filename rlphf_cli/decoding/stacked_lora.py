@@ -88,7 +88,9 @@ class StackedLoRA:
         self.k = len(rows[0])
         shared = all(row == rows[0] for row in rows)
         A = self._stacks[names][0][0] if self.layers else torch.zeros(0)
-        slots = torch.zeros(len(rows[:1] if shared else rows), self.k, len(names), dtype=A.dtype)  # [1 or B, K, N]
+        slots = torch.zeros(
+            len(rows[:1] if shared else rows), self.k, len(names), dtype=A.dtype
+        )  # [1 or B, K, N]
         for b, row in enumerate(rows[:1] if shared else rows):
             for i, entry in enumerate(row):
                 for a, scale in entry.parts if isinstance(entry, Blend) else ((entry, 1.0),):

@@ -195,13 +195,19 @@ def parm_trainer(cfg, items: list[dict] | None = None) -> PARMTrainer:
     torch.manual_seed(cfg.seed)
     model = load_causal_lm(base, cfg.model, resolve_device(cfg.device))
     try:
-        parm = PBLoRA(model, poles, pc.lora_r1, pc.lora_r2, pc.lora_alpha, target_modules(cfg), pc.lora_dropout)
+        parm = PBLoRA(
+            model, poles, pc.lora_r1, pc.lora_r2, pc.lora_alpha, target_modules(cfg), pc.lora_dropout
+        )
     except ValueError as exc:
         raise UserError(f"expert.parm: {exc}") from None
     parm.to(next(model.parameters()).device)
     batch = setting(cfg, "batch_size")
     max_steps = setting(cfg, "max_steps")
-    steps = max_steps if max_steps and max_steps > 0 else math.ceil(setting(cfg, "num_epochs") * len(items) / batch)
+    steps = (
+        max_steps
+        if max_steps and max_steps > 0
+        else math.ceil(setting(cfg, "num_epochs") * len(items) / batch)
+    )
     return PARMTrainer(
         parm=parm,
         tokenizer=tokenizer,
@@ -307,7 +313,10 @@ def parm_check(cfg, work: Path) -> dict:
         }
 
     greedy = judged(1, Sampler(greedy=True))
-    out = {p: {"decoding": f"greedy, guiding the base (beta {beta:g}, one-hot weights)", **greedy[p]} for p in poles}
+    out = {
+        p: {"decoding": f"greedy, guiding the base (beta {beta:g}, one-hot weights)", **greedy[p]}
+        for p in poles
+    }
     n = cfg.expert.eval_samples
     if n > 0:
         temperature = cfg.generate.temperature
