@@ -272,3 +272,89 @@ def test_generate_parm_with_beta_zero_is_the_base_and_the_parm_acts_otherwise(ra
     assert {k: r["text"] for k, r in strong.items()} != {k: r["text"] for k, r in base.items()}
     settings = json.loads((other / "generations" / "parm.settings.json").read_text())
     assert settings["parm_beta"] == 4.0 and settings["mixing"] == "log" and "parm" in settings["inputs"]
+
+
+def _write_pairs(folder):
+    """Toy pairs per pole: the same sampled pairs, labelled pole by pole (as `data/pairs/` holds them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = [
+        ("tell me about rain", "rain is water that falls .", "no ."),
+        ("what is a cat", "a cat is a small animal .", "cats ."),
+        ("explain volcanoes", "volcanoes push out hot rock , friend !", "hot rock ."),
+        ("why is the sky blue ?", "light scatters in the air .", "blue ."),
+    ]
+    for i, pole in enumerate(POLES):
+        flip = i % 2  # opposite poles of a dimension prefer opposite responses
+        records = [
+            {"user_input": p, "completion_a": b if flip else a, "completion_b": a if flip else b}
+            for p, a, b in pairs
+        ]
+        (folder / f"{pole}.json").write_text(json.dumps(records))
+    return folder
+
+
+def test_train_expert_algo_parm_writes_one_artifact_with_a_check_per_pole(tmp_path):
+    from rlphf_cli.training.expert import train_expert
+
+    make_random_expert_run(tmp_path, poles=())
+    overrides = [
+        f"run_dir={tmp_path}",
+        *TINY,
+        "expert.algo=parm",
+        f"pairs.data_dir={_write_pairs(tmp_path / 'pairs')}",
+        "expert.parm.max_steps=3",
+        "expert.parm.batch_size=2",
+        "expert.eval_samples=1",
+        "expert.max_new_tokens=6",
+        "benchmark.max_eval_prompts=2",
+    ]
+    paths = train_expert(compose(overrides))
+    art = RunDir(tmp_path).artifact("parm")
+    assert paths == [art.path] and not RunDir(tmp_path).artifact("arms/P1A").path.exists()
+    manifest = art.manifest()
+    metrics = manifest["metrics"]
+    assert manifest["kind"] == "parm" and manifest["poles"] == POLES
+    assert (
+        metrics["steps"] == 3
+        and metrics["pairs"] == 4
+        and metrics["pairs_per_pole"] == dict.fromkeys(POLES, 4)
+    )
+    assert set(metrics["checks"]) == set(POLES)
+    check = metrics["checks"]["P2A"]
+    assert check["decoding"].startswith("greedy, guiding the base") and check["judgments"] == 2
+    assert check["sampled"]["samples_per_prompt"] == 1
+    assert "expert.parm" in manifest["made_from"]["config"] and "pairs/P3B" in manifest["made_from"]["inputs"]
+    assert (art.path / "pblora.safetensors").is_file() and (art.path / "parm_config.json").is_file()
+    stamp = art.manifest_path.stat().st_mtime
+    train_expert(compose(overrides))  # complete: skipped
+    assert art.manifest_path.stat().st_mtime == stamp
+    # other settings: refused with one line naming them
+    from rlphf_cli.errors import UserError
+
+    with pytest.raises(UserError, match="expert.parm"):
+        train_expert(compose([*overrides, "expert.parm.beta=0.7"]))
+
+
+def test_a_pole_the_parm_does_not_know_is_refused_in_one_line():
+    from rlphf_cli.decoding.parm import parm_active
+    from rlphf_cli.errors import UserError
+
+    with pytest.raises(UserError, match="P3C"):
+        parm_active(POLES, ("P1A", "P3C"), (0.5, 0.5))
+
+
+@pytest.mark.slow
+def test_a_trained_parm_raises_each_poles_judge_score_when_guiding_the_base(base_run, tmp_path_factory):
+    from test_pairs import TEST_OVERRIDES, new_run
+
+    from rlphf_cli.training.expert import train_expert
+
+    run = new_run(base_run, tmp_path_factory.getbasetemp(), "parm_run")
+    cfg = compose([f"run_dir={run}", *TEST_OVERRIDES, "expert.algo=parm", "expert.eval_samples=0"])
+    train_expert(cfg)
+    manifest = RunDir(run).artifact("parm").manifest()
+    checks = manifest["metrics"]["checks"]
+    assert manifest["metrics"]["train_seconds"] < 60
+    gains = {p: c["judge_score_expert"] - c["judge_score_base"] for p, c in checks.items()}
+    # the PARM at a pole's one-hot weights moves the base towards that pole on most poles
+    assert sum(g > 0 for g in gains.values()) >= 4, gains
