@@ -31,7 +31,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
 from rlphf_cli.decoding.generate import genarm_weights
-from rlphf_cli.decoding.parm import parm_active, parm_weights
+from rlphf_cli.methods.parm import parm_active, parm_weights
 from rlphf_cli.pblora import PBLoRA, add_parm_adapters
 from rlphf_cli.preferences import all_combinations
 

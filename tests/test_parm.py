@@ -336,8 +336,8 @@ def test_train_expert_algo_parm_writes_one_artifact_with_a_check_per_pole(tmp_pa
 
 
 def test_a_pole_the_parm_does_not_know_is_refused_in_one_line():
-    from rlphf_cli.decoding.parm import parm_active
     from rlphf_cli.errors import UserError
+    from rlphf_cli.methods.parm import parm_active
 
     with pytest.raises(UserError, match="P3C"):
         parm_active(POLES, ("P1A", "P3C"), (0.5, 0.5))

@@ -13,7 +13,7 @@ temperature, top-k, top-p and greedy are applied once, to the mixture.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,8 +48,17 @@ class Sampler:
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def mix(logp: torch.Tensor, weights: torch.Tensor, mode: str = "prob") -> torch.Tensor:
-    """Combine expert log-probs [B, K, V] with weights [B, K] into normalised log-probs [B, V]."""
+def mix(logp: torch.Tensor, weights: torch.Tensor, mode: str | Sequence[str] = "prob") -> torch.Tensor:
+    """Combine expert log-probs [B, K, V] with weights [B, K] into normalised log-probs [B, V].
+
+    `mode` is one space for every row, or one per row: rows of both spaces in one batch get both mixes,
+    each row keeping its own."""
+    if not isinstance(mode, str):
+        modes = list(mode)
+        if len(set(modes)) == 1:
+            return mix(logp, weights, modes[0])
+        in_log = torch.tensor([m == "log" for m in modes], device=logp.device)
+        return torch.where(in_log[:, None], mix(logp, weights, "log"), mix(logp, weights, "prob"))
     if logp.shape[1] == 1:
         return logp[:, 0]
     if mode == "prob":
@@ -101,6 +110,29 @@ def select_cache(cache, index: torch.Tensor, drop_front: int) -> None:
         layer.values = layer.values[index, :, drop_front:]
 
 
+def pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """`t` left-padded with zeros to `width` along `dim`."""
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def join_caches(old, new, width: int) -> None:
+    """Put `old`'s rows before `new`'s, every layer left-padded to `width` positions (into `new`)."""
+    for lo, ln in zip(old.layers, new.layers, strict=True):
+        ln.keys = torch.cat([pad_left(lo.keys, width, 2), pad_left(ln.keys, width, 2)], dim=0)
+        ln.values = torch.cat([pad_left(lo.values, width, 2), pad_left(ln.values, width, 2)], dim=0)
+
+
+def pad_cache(cache, width: int) -> None:
+    """Left-pad every layer of a KV cache to `width` positions (rows joined a wider batch)."""
+    for layer in cache.layers:
+        layer.keys, layer.values = pad_left(layer.keys, width, 2), pad_left(layer.values, width, 2)
+
+
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
 
@@ -122,6 +154,14 @@ class _CachedForward:
         self.ids = self.ids[rows, front:]
         if self.cache is not None:
             select_cache(self.cache, rows, front)
+
+    def join(self, old_ids, old_cache, old_kwargs, width: int) -> None:
+        """Put the rows of a batch that was running (its ids, cache, kwargs) before the ones just started."""
+        self.ids = torch.cat([pad_left(old_ids, width, 1), pad_left(self.ids, width, 1)])
+        if self.cache is not None:
+            join_caches(old_cache, self.cache, width)
+        if "adapter_names" in self.kwargs:
+            self.kwargs["adapter_names"] = old_kwargs["adapter_names"] + self.kwargs["adapter_names"]
 
     def step(self, tokens, attention_mask) -> torch.Tensor:
         self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
@@ -157,6 +197,7 @@ class AdapterExperts:
             self.stacked = StackedLoRA(self.model)
         self.fwd = _CachedForward(self.model, use_cache)
         self._session = contextlib.ExitStack()
+        self.rows: list[tuple[str, ...]] = []
 
     @property
     def names(self) -> list[str]:  # read live: soups add adapters as they go
@@ -173,6 +214,7 @@ class AdapterExperts:
         if self.stacked is None and any(isinstance(e, Blend) for row in rows for e in row):
             raise ValueError("a Blend of adapters (PARM) needs stacked LoRA decoding")
         self.k, batch = len(rows[0]), input_ids.shape[0]
+        self.rows = [tuple(r) for r in rows]
         # row b*k + i carries adapter rows[b][i]; a plain model (no adapters) takes no names
         kwargs = {}
         self.close()
@@ -188,8 +230,33 @@ class AdapterExperts:
         logp = self.fwd.step(self._rows(tokens), self._rows(attention_mask))
         return logp.view(tokens.shape[0], self.k, -1)
 
+    def join(self, input_ids, attention_mask, rows, width: int) -> torch.Tensor:
+        """Rows join the running batch after its own: prefill them, append their caches (every row
+        left-padded to `width` positions); return their log-probs [B_new, Ka, V]."""
+        old_rows, k, fwd = self.rows, self.k, self.fwd
+        old = (fwd.ids, fwd.cache, dict(fwd.kwargs))
+        if len(rows[0]) != k:
+            raise ValueError(f"rows joining a batch of {k} experts per row carry {len(rows[0])}")
+        logp = self.prefill(input_ids, attention_mask, rows)  # the new rows' updates only
+        fwd.join(*old, width)
+        self.rows = old_rows + self.rows
+        self.resume()  # every row's updates, old and new
+        return logp
+
+    def suspend(self) -> None:
+        """Lift the stacked updates off the model (another batch shares it); `resume` puts them back."""
+        self.close()
+
+    def resume(self) -> None:
+        """Apply the updates of the rows now in the batch (after `suspend`, or after rows joined)."""
+        self.close()
+        if self.stacked is not None and self.rows:
+            self.stacked.prepare(self.rows)
+            self._session.enter_context(self.stacked.applied())
+
     def select(self, index: torch.Tensor, front: int) -> None:
         """Keep rows `index` (each with its k expert rows), without the first `front` positions."""
+        self.rows = [self.rows[i] for i in index.tolist()]
         rows = (index[:, None] * self.k + torch.arange(self.k, device=index.device)).flatten()
         self.fwd.select(rows, front)
         if self.stacked is not None:
@@ -263,6 +330,89 @@ class FixedWeights:
         if self.weights.shape[0] > 1:  # one row of weights stands for every row
             self.weights = self.weights[index.to(self.weights.device)]
 
+    def join(self, other: FixedWeights, width: int, sizes: tuple[int, int]) -> None:
+        """Rows of `other` (`sizes`: this batch's rows, the new rows) join after these."""
+        a = self.weights.expand(sizes[0], -1) if self.weights.shape[0] == 1 else self.weights
+        b = other.weights.expand(sizes[1], -1) if other.weights.shape[0] == 1 else other.weights
+        self.weights = torch.cat([a, b.to(a.device)])
+
+    def pad(self, width: int) -> None:
+        """Nothing to pad: fixed weights read no tokens."""
+
+
+class CompositeWeights:
+    """Rows of one batch routed to their own providers (fixed weights, the PCM, ...): `parts` pairs the
+    index of some rows with the provider that gives their weights; every row belongs to one part."""
+
+    def __init__(self, parts: list[tuple[torch.Tensor, object]], batch: int):
+        self.parts, self.batch = parts, batch
+
+    def _run(self, call) -> torch.Tensor:
+        out = None
+        for index, provider in self.parts:
+            w = call(index, provider)
+            if out is None:
+                out = w.new_zeros(self.batch, w.shape[1])
+            out[index.to(w.device)] = w.to(out.dtype)
+        return out
+
+    def prefill(self, input_ids, attention_mask):
+        return self._run(lambda i, p: p.prefill(input_ids[i], attention_mask[i]))
+
+    def step(self, tokens, attention_mask):
+        return self._run(lambda i, p: p.step(tokens[i], attention_mask[i]))
+
+    def select(self, index: torch.Tensor, front: int) -> None:
+        where = torch.full((self.batch,), -1, dtype=torch.long)
+        where[index.cpu()] = torch.arange(len(index))
+        parts = []
+        for rows, provider in self.parts:
+            new = where[rows.cpu()]
+            kept = (new >= 0).nonzero().flatten()
+            if len(kept):
+                provider.select(kept.to(index.device), front)
+                parts.append((new[kept].to(rows.device), provider))
+        self.parts, self.batch = parts, len(index)
+
+    def join(self, other, width: int, sizes: tuple[int, int]) -> None:
+        """Rows of `other` (a composite or one provider for all of them) join after these."""
+        theirs = other.parts if isinstance(other, CompositeWeights) else [(torch.arange(sizes[1]), other)]
+        joined = []
+        for rows, provider in theirs:
+            rows = rows + sizes[0]
+            mine = next((j for j, (_, p) in enumerate(self.parts) if type(p) is type(provider)), None)
+            if mine is not None and mine not in joined and hasattr(provider, "join"):
+                old_rows, old = self.parts[mine]
+                old.join(provider, width, (len(old_rows), len(rows)))
+                self.parts[mine] = (torch.cat([old_rows, rows.to(old_rows.device)]), old)
+                joined.append(mine)
+            else:
+                provider.pad(width)
+                self.parts.append((rows, provider))
+                joined.append(len(self.parts) - 1)
+        for j, (_, provider) in enumerate(self.parts):
+            if j not in joined:
+                provider.pad(width)
+        self.batch = sizes[0] + sizes[1]
+
+    def pad(self, width: int) -> None:
+        for _, provider in self.parts:
+            provider.pad(width)
+
+
+def join_providers(old, new, width: int, sizes: tuple[int, int]):
+    """The provider of a batch after rows join: `old`'s rows, then `new`'s (both left-padded to `width`)."""
+    if type(old) is type(new) and hasattr(old, "join"):
+        old.join(new, width, sizes)
+        return old
+    joined = (
+        old
+        if isinstance(old, CompositeWeights)
+        else CompositeWeights([(torch.arange(sizes[0]), old)], sizes[0])
+    )
+    joined.join(new, width, sizes)
+    return joined
+
 
 @dataclass
 class Decoded:
@@ -281,6 +431,74 @@ def left_pad(prompts: list[list[int]], pad_token_id: int, device) -> tuple[torch
     return ids.to(device), mask.to(device)
 
 
+class DecodeState:
+    """A running batch that can be stepped: prefill, one token at a time, rows joining and rows leaving.
+
+    It holds the experts' and the provider's state for the rows now in the batch, their attention mask and
+    the next-token log-probs and weights. `decode` drives it for one batch; serving's continuous batching
+    (serving/batching.py) drives it with rows joining and leaving at every step. Each row mixes in its own
+    space (`prob` or `log`).
+    """
+
+    def __init__(self, experts: Experts, pad_token_id: int, device):
+        self.experts, self.pad, self.device = experts, pad_token_id, device
+        self.provider = self.mask = self.logp = self.weights = None
+        self.modes: list[str] = []
+
+    @property
+    def size(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    def start(self, prompts: list[list[int]], active: Active, provider, mixing: str | Sequence[str]) -> None:
+        """Prefill a new batch of prompts (token ids, unpadded)."""
+        ids, mask = left_pad(prompts, self.pad, self.device)
+        self.logp = self.experts.prefill(ids, mask, rows_active(active, len(prompts)))
+        self.weights = provider.prefill(ids, mask)
+        self.provider, self.mask = provider, mask
+        self.modes = [mixing] * len(prompts) if isinstance(mixing, str) else list(mixing)
+
+    def join(self, prompts: list[list[int]], active: Active, provider, mixing: str | Sequence[str]) -> None:
+        """Rows join the running batch (after its rows), prefilled now; `provider` gives their weights."""
+        if self.size == 0:
+            return self.start(prompts, active, provider, mixing)
+        ids, mask = left_pad(prompts, self.pad, self.device)
+        width = max(self.mask.shape[1], mask.shape[1])
+        logp = self.experts.join(ids, mask, rows_active(active, len(prompts)), width)
+        weights = provider.prefill(ids, mask)
+        self.provider = join_providers(self.provider, provider, width, (self.size, len(prompts)))
+        self.mask = torch.cat([pad_left(self.mask, width, 1), pad_left(mask, width, 1)])
+        self.logp = torch.cat([self.logp, logp])
+        self.weights = torch.cat([self.weights, weights.to(self.weights.dtype)])
+        self.modes += [mixing] * len(prompts) if isinstance(mixing, str) else list(mixing)
+
+    def mixed(self) -> torch.Tensor:
+        """The next-token log-probs of every row's mixture [B, V]."""
+        return mix(self.logp, self.weights, self.modes)
+
+    def leave(self, keep: torch.Tensor) -> None:
+        """Only rows `keep` stay; positions no kept row attends to are dropped."""
+        if len(keep) == 0:
+            self.experts.close()
+            self.provider = self.mask = self.logp = self.weights = None
+            self.modes = []
+            return
+        mask = self.mask[keep]
+        front = int((mask.sum(0) == 0).long().cumprod(0).sum())  # positions no kept row attends to
+        self.experts.select(keep, front)
+        self.provider.select(keep, front)
+        self.mask, self.logp, self.weights = mask[:, front:], self.logp[keep], self.weights[keep]
+        self.modes = [self.modes[i] for i in keep.tolist()]
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """Feed one token per row: the next log-probs and weights."""
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        self.logp = self.experts.step(tokens, self.mask)
+        self.weights = self.provider.step(tokens, self.mask)
+
+    def close(self) -> None:
+        self.experts.close()
+
+
 @torch.no_grad()
 def decode(
     experts: Experts,
@@ -291,7 +509,7 @@ def decode(
     eos_token_id: int,
     pad_token_id: int,
     max_new_tokens: int = 64,
-    mixing: str = "prob",
+    mixing: str | Sequence[str] = "prob",
     sampler: Sampler | None = None,
     generator: torch.Generator | None = None,
     record: bool = False,
@@ -301,27 +519,28 @@ def decode(
     """Decode a batch of prompts (token ids, unpadded) with the active experts mixed by the provider.
 
     `active` names the experts every row mixes, or one list per row; the provider's weights follow it.
+    `mixing` is one space for every row or one per row.
 
     `on_step` is called after each step that fed a token to the experts (the decoding benchmark times it).
     """
     sampler = sampler or Sampler()
-    ids, mask = left_pad(prompts, pad_token_id, device)
-    batch = ids.shape[0]
+    batch = len(prompts)
     compact = hasattr(experts, "select") and hasattr(provider, "select")
-    tokens_out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=ids.device)
+    state = DecodeState(experts, pad_token_id, device)
     rec_w: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     rec_lp: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     try:
-        logp = experts.prefill(ids, mask, rows_active(active, batch))
-        weights = provider.prefill(ids, mask)
-        live = torch.arange(batch, device=ids.device)  # the rows still in the batch, by original index
-        done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+        state.start(prompts, active, provider, mixing)
+        device = state.mask.device
+        tokens_out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+        live = torch.arange(batch, device=device)  # the rows still in the batch, by original index
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
         for t in range(max_new_tokens):
-            token = sampler(mix(logp, weights, mixing), generator)
+            token = sampler(state.mixed(), generator)
             token = token.masked_fill(done, pad_token_id)
             tokens_out[live, t] = token
             if record:
-                w = weights.float()
+                w, logp = state.weights.float(), state.logp
                 lp = logp.gather(-1, token[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(-1)
                 for j in (~done).nonzero().flatten().tolist():
                     rec_w[int(live[j])].append(w[j])
@@ -332,20 +551,14 @@ def decode(
             if compact and int(done.sum()) >= max(1, len(live) // 8):
                 # finished rows leave the batch: later steps compute only the rows still writing
                 keep = (~done).nonzero().flatten()
-                mask = mask[keep]
-                front = int((mask.sum(0) == 0).long().cumprod(0).sum())  # positions no kept row attends to
-                mask = mask[:, front:]
-                experts.select(keep, front)
-                provider.select(keep, front)
+                state.leave(keep)
                 live, token, done = live[keep], token[keep], done[keep]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            logp = experts.step(token, mask)
-            weights = provider.step(token, mask)
+            state.step(token)
             if on_step is not None:
                 on_step()
         steps = tokens_out[:, : t + 1].tolist()
     finally:
-        experts.close()
+        state.close()
     result = Decoded(tokens=[])
     for i, row in enumerate(steps):
         n = row.index(eos_token_id) + 1 if eos_token_id in row else len(row)

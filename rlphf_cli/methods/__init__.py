@@ -1,0 +1,84 @@
+"""The decoding methods, one module each, registered by name in one lazy table.
+
+`TABLE` maps a method's name to the module that defines it; the module is imported on first use (as
+lm-evaluation-harness registers its models) and holds `METHOD`, an instance of a `Method` subclass
+(methods/base.py). Everything that iterates over methods reads this table: `generate`, `serve`, `headroom`,
+`personalize`, the pipeline's evaluation plan and the CLI's `--help`.
+
+Adding a method is one module plus one line here:
+
+    # rlphf_cli/methods/mine.py
+    from rlphf_cli.methods.base import Method
+
+    class Mine(Method):
+        name = "mine"
+        help = "one line for --help"
+        adapters = ("experts",)          # run folders it decodes with, one adapter per pole (or "arms", ...)
+        mixing = "prob"                  # default mixing space (None: one expert per row)
+        takes_weights = True             # honours continuous weights (P1A:0.7,P2B:0.3)
+        settings_keys = {"alpha": "mine_alpha"}  # its own settings that decide outputs (generate.mine_alpha)
+
+        def experts(self, runtime, pref):     # the row's experts: adapter names, BASE for the base alone
+            return tuple(pref.combination)
+
+        def weights(self, runtime, pref):     # fixed weights over them; or override provider(...)
+            return list(pref.weights)
+
+    METHOD = Mine()
+
+    # here:  "mine": "rlphf_cli.methods.mine",
+
+The interface a module may rely on (stable): the `Method` attributes `name, help, adapters, needs_pcm,
+mixing, takes_weights, reads_preference, settings_keys, baseline` and its methods `inputs(cfg)`,
+`servable_poles(run, poles)`, `load(runtime, poles)`, `mixing_space(cfg)`, `settings(cfg)`,
+`preference_in_prompt(cfg)`, `notes(prefs)`, `prepare(runtime, prefs)`, `experts(runtime, pref)`,
+`weights(runtime, pref)`, `provider(runtime, prefs, active)`, `record(cfg)`; the `Runtime`
+(decoding/runtime.py) with `cfg, device, tokenizer, model, load_adapters(folder, poles), pcm(poles),
+add_soup(poles, weights, merge), encode(text), text(tokens)`. A method that needs a model of its own loads it
+in `load` (onto the runtime) and decodes through `experts`/`provider`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from rlphf_cli.errors import UserError
+from rlphf_cli.methods.base import Method
+
+TABLE: dict[str, str] = {
+    "sft": "rlphf_cli.methods.sft",
+    "prompted": "rlphf_cli.methods.prompted",
+    "soups": "rlphf_cli.methods.soups",
+    "mod": "rlphf_cli.methods.mod",
+    "uniform": "rlphf_cli.methods.uniform",
+    "genarm": "rlphf_cli.methods.genarm",
+    "parm": "rlphf_cli.methods.parm",
+    "pcm": "rlphf_cli.methods.pcm",
+}
+
+NAMES: tuple[str, ...] = tuple(TABLE)
+_loaded: dict[str, Method] = {}
+
+
+def get_method(name: str) -> Method:
+    """The method registered as `name` (its module imported on first use); one line for an unknown name."""
+    if name not in TABLE:
+        raise UserError(f"unknown method {name!r}; valid: {', '.join(NAMES)}")
+    if name not in _loaded:
+        method = importlib.import_module(TABLE[name]).METHOD
+        if method.name != name:
+            raise RuntimeError(f"{TABLE[name]} registers {method.name!r} as {name!r}")
+        _loaded[name] = method
+    return _loaded[name]
+
+
+def all_methods() -> list[Method]:
+    return [get_method(n) for n in NAMES]
+
+
+def help_line() -> str:
+    """The methods for `--help`: `name (help)` each."""
+    return "; ".join(f"{m.name} ({m.help})" for m in all_methods())
+
+
+__all__ = ["NAMES", "TABLE", "Method", "all_methods", "get_method", "help_line"]

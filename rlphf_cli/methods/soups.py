@@ -1,0 +1,29 @@
+"""soups: Personalized Soups, the chosen experts merged into one adapter per preference (its weights the merge
+weights; `generate.soups_merge`: psoups, the P-Soups code's mean of A and of B, or delta, mean of B@A)."""
+
+from rlphf_cli.decoding.soups import MERGES, soup_name
+from rlphf_cli.errors import UserError
+from rlphf_cli.methods.base import Method
+
+
+class Soups(Method):
+    name = "soups"
+    help = "Personalized Soups: the preference's experts merged into one adapter (generate.soups_merge)"
+    adapters = ("experts",)
+    settings_keys = {"merge": "soups_merge"}
+
+    def merge(self, cfg) -> str:
+        merge = cfg.generate.soups_merge
+        if merge not in MERGES:
+            raise UserError(f"unknown generate.soups_merge {merge!r}; valid: {', '.join(MERGES)}")
+        return merge
+
+    def prepare(self, runtime, prefs):
+        for pref in sorted(set(prefs), key=lambda p: p.name):
+            runtime.add_soup(pref.combination, pref.weights, self.merge(runtime.cfg))
+
+    def experts(self, runtime, pref):
+        return (soup_name(pref.combination, self.merge(runtime.cfg), pref.weights),)
+
+
+METHOD = Soups()
