@@ -358,3 +358,21 @@ def test_a_trained_parm_raises_each_poles_judge_score_when_guiding_the_base(base
     gains = {p: c["judge_score_expert"] - c["judge_score_base"] for p, c in checks.items()}
     # the PARM at a pole's one-hot weights moves the base towards that pole on most poles
     assert sum(g > 0 for g in gains.values()) >= 4, gains
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("expert.parm.sampling=grid", "expert.parm.sampling"),
+        ("expert.parm.concentration=0", "concentration"),
+        ("expert.parm.lora_r2=0", "lora_r2"),
+    ],
+)
+def test_bad_parm_settings_are_refused_before_anything_is_written(tmp_path, override, message):
+    from rlphf_cli.errors import UserError
+    from rlphf_cli.training.expert import train_expert
+
+    make_random_expert_run(tmp_path, poles=())
+    with pytest.raises(UserError, match=message):
+        train_expert(compose([f"run_dir={tmp_path}", *TINY, "expert.algo=parm", override]))
+    assert not (tmp_path / "parm").exists() and not list(tmp_path.glob("parm*"))

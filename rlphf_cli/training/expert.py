@@ -116,7 +116,7 @@ def parm_made_from(cfg) -> dict:
 def train_parm_artifact(cfg) -> Path:
     """`train-expert algo=parm`: the one PARM of the run, `parm/` (skipped when complete)."""
     from rlphf_cli.config import to_dict
-    from rlphf_cli.training.parm_trainer import parm_check, train_parm
+    from rlphf_cli.training.parm_trainer import check_parm_settings, parm_check, train_parm
 
     art = RunDir(cfg.run_dir).artifact("parm")
     made = parm_made_from(cfg)
@@ -124,6 +124,7 @@ def train_parm_artifact(cfg) -> Path:
         check_adapter_base(cfg, art, "PARM")
         log.info("parm already complete; skipping")
         return art.path
+    check_parm_settings(cfg.expert.parm)
     if cfg.launcher.num_processes > 1:
         log.info("PARM trains in one process (its loop is not distributed)")
     base_model_path(cfg)

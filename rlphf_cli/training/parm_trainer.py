@@ -45,6 +45,16 @@ SAMPLING = ("combinations", "simplex")
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj"]  # PARM's
 
 
+def check_parm_settings(pc) -> None:
+    """One line for a bad `expert.parm` setting, before anything is written."""
+    if pc.sampling not in SAMPLING:
+        raise UserError(f"unknown expert.parm.sampling {pc.sampling!r}; valid: {', '.join(SAMPLING)}")
+    if pc.concentration <= 0:
+        raise UserError(f"expert.parm.concentration must be above 0, got {pc.concentration}")
+    if pc.lora_r1 < 1 or pc.lora_r2 < 1:
+        raise UserError(f"expert.parm.lora_r1 and lora_r2 must be at least 1, got {pc.lora_r1}, {pc.lora_r2}")
+
+
 def merge_pairs(by_pole: dict[str, list[dict]]) -> list[dict]:
     """Per-pole P-Soups records -> [{prompt, responses: (y0, y1), labels: {pole: index of the chosen}}]."""
     items: dict[tuple, dict] = {}
