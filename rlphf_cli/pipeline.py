@@ -207,6 +207,15 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
                     f"{_pct(check['invalid_expert'])} / {_pct(check['invalid_base'])} |"
                 )
         lines.append("")
+    parm = run.artifact("parm")
+    accuracy = parm.manifest().get("metrics", {}).get("heldout_accuracy") if parm.is_complete() else None
+    if accuracy:
+        lines += [
+            "PARM: held-out pairwise accuracy % at each pole's one-hot weights: "
+            + ", ".join(f"{p} {_pct(a)}" for p, a in accuracy.items())
+            + ".",
+            "",
+        ]
     rms = _manifests(run, "rm")
     if rms:
         lines += ["## Reward models: held-out pairwise accuracy", ""]

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from rlphf_cli.adapters import base_model_path
 from rlphf_cli.errors import UserError
+from rlphf_cli.modeling import format_prompt
 from rlphf_cli.pblora import PBLoRA
 from rlphf_cli.preferences import all_combinations
 from rlphf_cli.training.common import TRAINER_LOG
@@ -146,6 +147,28 @@ class PARMTrainer:
             figures[f"accuracy_{pole}"] = (margin > 0).float().mean().item()
         return total, figures
 
+    @torch.no_grad()
+    def heldout_accuracy(self, items: list[dict], batch_size: int = 16) -> dict[str, float | None]:
+        """Per pole, the share of `items` labelled on it that the PARM at the pole's one-hot weights ranks
+        right (log p(chosen) > log p(rejected)); None for a pole with no such item."""
+        was_training = self.parm.training
+        self.parm.eval()
+        out: dict[str, float | None] = {}
+        for i, pole in enumerate(self.poles):
+            alpha = torch.zeros(len(self.poles))
+            alpha[i] = 1.0
+            rows = [it for it in items if pole in it["labels"]]
+            right = 0
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start : start + batch_size]
+                logps = self.seq_logps(batch, alpha)
+                chosen = torch.tensor([it["labels"][pole] for it in batch], device=logps.device)
+                idx = torch.arange(len(batch), device=logps.device)
+                right += int((logps[idx, chosen] > logps[idx, 1 - chosen]).sum())
+            out[pole] = right / len(rows) if rows else None
+        self.parm.train(was_training)
+        return out
+
     def train(self) -> dict:
         from tqdm.auto import tqdm
         from transformers import get_scheduler
@@ -189,9 +212,12 @@ def target_modules(cfg) -> list[str]:
     return list(own or cfg.expert.lora_target_modules or DEFAULT_TARGETS)
 
 
+HELDOUT_FRACTION = 0.1  # of the merged pairs, held out for the per-pole accuracy (as the reward models: 10%)
+
+
 def parm_trainer(cfg, items: list[dict] | None = None) -> PARMTrainer:
     """The PARM trainer: the base (frozen) with a new PBLoRA over the benchmark's poles, on every pole's pairs."""
-    from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
+    from rlphf_cli.modeling import load_causal_lm, load_tokenizer, resolve_device
 
     pc = cfg.expert.parm
     base = base_model_path(cfg)
@@ -238,8 +264,12 @@ def parm_trainer(cfg, items: list[dict] | None = None) -> PARMTrainer:
 
 def train_parm(cfg, work: Path) -> dict:
     """Train the PARM and save it in `work` (pblora.safetensors, parm_config.json)."""
+    from rlphf_cli.training.pairs import split_pairs
+
     start = time.perf_counter()
-    trainer = parm_trainer(cfg)
+    poles = list(cfg.benchmark.poles)
+    items, held = split_pairs(merge_pairs({p: pole_pairs(cfg, p) for p in poles}), HELDOUT_FRACTION, cfg.seed)
+    trainer = parm_trainer(cfg, items)
     labelled = {p: sum(p in it["labels"] for it in trainer.items) for p in trainer.poles}
     log.info(
         "PARM: %d pairs (labelled per pole: %s), %d steps of %d, beta %g, %s weights",
@@ -251,13 +281,25 @@ def train_parm(cfg, work: Path) -> dict:
         trainer.sampling,
     )
     stats = trainer.train()
+    seconds = round(time.perf_counter() - start, 1)
+    prompt = lambda it: format_prompt(cfg.model.prompt_template, it["prompt"], trainer.tokenizer)  # noqa: E731
+    accuracy = trainer.heldout_accuracy([{**it, "prompt": prompt(it)} for it in held])
+    known = [a for a in accuracy.values() if a is not None]
+    log.info(
+        "PARM held-out accuracy at each pole's one-hot weights: %s (mean %.3f, %d pairs)",
+        ", ".join(f"{p} {a:.3f}" for p, a in accuracy.items() if a is not None),
+        sum(known) / max(1, len(known)),
+        len(held),
+    )
     trainer.parm.save(work)
     trainer.parm.remove()
     return {
         **stats,
         "pairs": len(trainer.items),
         "pairs_per_pole": labelled,
-        "train_seconds": round(time.perf_counter() - start, 1),
+        "heldout_pairs": len(held),
+        "heldout_accuracy": accuracy,  # per pole, at its one-hot weights
+        "train_seconds": seconds,
         "history": trainer.history,
     }
 
@@ -272,7 +314,7 @@ def parm_check(cfg, work: Path) -> dict:
     from rlphf_cli.adapters import explain_load_failure
     from rlphf_cli.benchmarks import get_benchmark
     from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
-    from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
+    from rlphf_cli.modeling import load_causal_lm, load_tokenizer, resolve_device
     from rlphf_cli.pblora import add_parm_adapters, parm_blend
     from rlphf_cli.training.expert import _judge_against_base
 
