@@ -379,3 +379,31 @@ def test_bad_parm_settings_are_refused_before_anything_is_written(tmp_path, over
     with pytest.raises(UserError, match=message):
         train_expert(compose([f"run_dir={tmp_path}", *TINY, "expert.algo=parm", override]))
     assert not (tmp_path / "parm").exists() and not list(tmp_path.glob("parm*"))
+
+
+def test_parm_rows_share_one_batch_with_another_methods_rows(random_parm_run):
+    """One engine batch of mod and parm rows (different weights, mixing spaces, expert lists) = each row alone."""
+    from rlphf_cli.decoding.runtime import Runtime
+    from rlphf_cli.methods import get_method
+    from rlphf_cli.methods.batch import plan_rows
+    from rlphf_cli.preferences import parse_weighted_preferences
+
+    cfg = compose([f"run_dir={random_parm_run}", *TINY, "generate.greedy=true", "generate.parm_beta=2"])
+    rt = Runtime(cfg)
+    mod, parm = get_method("mod"), get_method("parm")
+    prefs = parse_weighted_preferences("P1A:0.5,P2A:0.3,P3A:0.2;P1A:0.2,P2A:0.2,P3A:0.6", POLES)
+    mod.load(rt, ["P1A", "P2A", "P3A"])
+    parm.load(rt, POLES)
+    rows = [(mod, prefs[0]), (parm, prefs[0]), (parm, prefs[1]), (mod, prefs[1])]
+    prompts = _prompts(rt.tokenizer)
+
+    def run(index):
+        plan = plan_rows(rt, [rows[i] for i in index], width=4)
+        out = rt.decode(
+            plan.provider, [prompts[i] for i in index], plan.active, max_new_tokens=10, mixing=plan.mixing
+        )
+        return out.tokens
+
+    together = run([0, 1, 2, 3])
+    assert [run([i])[0] for i in range(4)] == together
+    assert together[1] != together[2]  # the PARM rows' weights differ, and so do their tokens
