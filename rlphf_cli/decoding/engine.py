@@ -2,12 +2,13 @@
 
 Experts are either LoRA adapters on one base (one batched forward per step, rows replicated per expert,
 one KV cache) or K separate models that share a tokenizer (one forward and one cache each). Rows of one
-batch may mix different experts (other combinations, other users): `active` is then one list per row, all
-of one length (pad a shorter one with BASE at weight 0), and each row runs only its own experts. A weight
-provider gives the mixture weights before every token: fixed weights, or a model (the PCM) that reads the
-same token stream. Mixing happens after each expert's log-softmax, in probability
-space (`logsumexp(log w + logp)`, the PCM paper's choice) or in log space (`sum w logp`, as MOD);
-temperature, top-k, top-p and greedy are applied once, to the mixture.
+batch may mix different experts (other combinations, other users, other methods): `active` is then one list
+per row, all of one length (pad a shorter one with PAD, which runs nothing, or BASE, both at weight 0), and
+each row runs only its own experts. A weight provider gives the mixture weights before every token: fixed
+weights, or a model (the PCM) that reads the same token stream. Mixing happens after each expert's
+log-softmax, in probability space (`logsumexp(log w + logp)`, the PCM paper's choice) or in log space
+(`sum w logp`, as MOD), one space for the batch or one per row; temperature, top-k, top-p and greedy are
+applied once, to the mixture. `DecodeState` is the steppable batch that `decode` and serving both drive.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch
 from transformers import DynamicCache
 
 from rlphf_cli.decoding.stacked_lora import BASE, Blend, StackedLoRA, adapter_names
+
+PAD = "__pad__"  # an empty slot in a row's expert list (rows of one batch mix as many): weight 0, no forward
 
 
 @dataclass
@@ -80,7 +83,7 @@ def rows_active(active: Active, batch: int) -> list[tuple[str, ...]]:
         if len(rows) != batch:
             raise ValueError(f"{len(rows)} per-row expert lists for {batch} rows")
         if len({len(r) for r in rows}) != 1:
-            raise ValueError("every row must mix the same number of experts: pad shorter lists with BASE")
+            raise ValueError("every row must mix the same number of experts: pad shorter lists with PAD")
         return rows
     return [tuple(active)] * batch
 
@@ -184,8 +187,10 @@ class _CachedForward:
 
 
 class AdapterExperts:
-    """Experts as LoRA adapters on one peft model: one forward per step over B x Ka rows.
+    """Experts as LoRA adapters on one peft model: one forward per step over the rows' experts.
 
+    Row b's expert i runs as one row of the forward unless it is PAD (a slot that only pads a shorter list
+    to the batch's width: nothing runs, its log-probs are -inf, its weight must be 0).
     `stacked=True` (default) adds the adapters' updates with one batched matmul per layer (see
     stacked_lora.py); `stacked=False` uses peft's per-row `adapter_names`, the reference implementation.
     """
@@ -198,48 +203,74 @@ class AdapterExperts:
         self.fwd = _CachedForward(self.model, use_cache)
         self._session = contextlib.ExitStack()
         self.rows: list[tuple[str, ...]] = []
+        self.flat: list[tuple[int, int]] = []  # (row, slot) of every expert that runs, in forward order
 
     @property
     def names(self) -> list[str]:  # read live: soups add adapters as they go
         return list(getattr(self.model, "peft_config", {}).keys())
 
-    def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        return x.repeat_interleave(self.k, dim=0)
+    def _set_flat(self, flat: list[tuple[int, int]], device) -> None:
+        self.flat = flat
+        self._src = torch.tensor([b for b, _ in flat], dtype=torch.long, device=device)
+        self._dense = len(flat) == len(self.rows) * self.k  # no PAD: the forward's rows are b*k + i
+
+    def _adapters(self) -> list[str]:
+        return [self.rows[b][i] for b, i in self.flat]
+
+    def _spread(self, logp: torch.Tensor) -> torch.Tensor:
+        """The forward's log-probs [N, V] as [B, Ka, V]; PAD slots -inf."""
+        if self._dense:
+            return logp.view(len(self.rows), self.k, -1)
+        out = logp.new_full((len(self.rows), self.k, logp.shape[-1]), float("-inf"))
+        rows = torch.tensor(self.flat, dtype=torch.long, device=logp.device)
+        out[rows[:, 0], rows[:, 1]] = logp
+        return out
 
     def prefill(self, input_ids, attention_mask, rows):
         used = {a for row in rows for entry in row for a in adapter_names(entry)}
-        unknown = sorted(a for a in used if a != BASE and a not in self.names)
+        unknown = sorted(a for a in used if a not in (BASE, PAD) and a not in self.names)
         if unknown:
             raise KeyError(f"unknown expert adapter(s) {unknown}; loaded: {self.names}")
         if self.stacked is None and any(isinstance(e, Blend) for row in rows for e in row):
             raise ValueError("a Blend of adapters (PARM) needs stacked LoRA decoding")
-        self.k, batch = len(rows[0]), input_ids.shape[0]
+        self.k = len(rows[0])
         self.rows = [tuple(r) for r in rows]
-        # row b*k + i carries adapter rows[b][i]; a plain model (no adapters) takes no names
+        self._set_flat(
+            [(b, i) for b, row in enumerate(self.rows) for i, a in enumerate(row) if a != PAD],
+            input_ids.device,
+        )
+        # forward row j carries adapter rows[b][i] for flat[j] = (b, i); a plain model takes no names
         kwargs = {}
         self.close()
         if self.stacked is not None:
-            self.stacked.prepare(rows)
-            self._session.enter_context(self.stacked.applied())  # until close(), at the end of decode()
+            self._apply()  # until close(), at the end of decode()
         elif self.names:
-            kwargs = {"adapter_names": [a for row in rows for a in row]}
-        logp = self.fwd.start(self._rows(input_ids), self._rows(attention_mask), **kwargs)
-        return logp.view(batch, self.k, -1)
+            kwargs = {"adapter_names": self._adapters()}
+        logp = self.fwd.start(input_ids[self._src], attention_mask[self._src], **kwargs)
+        return self._spread(logp)
+
+    def _apply(self) -> None:
+        if self._dense:  # every row runs all its k experts
+            self.stacked.prepare(self.rows)
+        else:  # one forward row per running expert
+            self.stacked.prepare([(a,) for a in self._adapters()])
+        self._session.enter_context(self.stacked.applied())
 
     def step(self, tokens, attention_mask):
-        logp = self.fwd.step(self._rows(tokens), self._rows(attention_mask))
-        return logp.view(tokens.shape[0], self.k, -1)
+        return self._spread(self.fwd.step(tokens[self._src], attention_mask[self._src]))
 
     def join(self, input_ids, attention_mask, rows, width: int) -> torch.Tensor:
         """Rows join the running batch after its own: prefill them, append their caches (every row
         left-padded to `width` positions); return their log-probs [B_new, Ka, V]."""
-        old_rows, k, fwd = self.rows, self.k, self.fwd
+        old_rows, old_flat, k, fwd = self.rows, self.flat, self.k, self.fwd
         old = (fwd.ids, fwd.cache, dict(fwd.kwargs))
         if len(rows[0]) != k:
             raise ValueError(f"rows joining a batch of {k} experts per row carry {len(rows[0])}")
         logp = self.prefill(input_ids, attention_mask, rows)  # the new rows' updates only
         fwd.join(*old, width)
+        n = len(old_rows)
         self.rows = old_rows + self.rows
+        self._set_flat(old_flat + [(b + n, i) for b, i in self.flat], input_ids.device)
         self.resume()  # every row's updates, old and new
         return logp
 
@@ -251,19 +282,26 @@ class AdapterExperts:
         """Apply the updates of the rows now in the batch (after `suspend`, or after rows joined)."""
         self.close()
         if self.stacked is not None and self.rows:
-            self.stacked.prepare(self.rows)
-            self._session.enter_context(self.stacked.applied())
+            self._apply()
 
     def select(self, index: torch.Tensor, front: int) -> None:
-        """Keep rows `index` (each with its k expert rows), without the first `front` positions."""
+        """Keep rows `index` (each with its experts), without the first `front` positions."""
+        where = {b: j for j, b in enumerate(index.tolist())}
+        kept = [j for j, (b, _) in enumerate(self.flat) if b in where]
+        flat = [(where[b], i) for b, i in self.flat if b in where]
         self.rows = [self.rows[i] for i in index.tolist()]
-        rows = (index[:, None] * self.k + torch.arange(self.k, device=index.device)).flatten()
+        dense_before = self._dense
+        self._set_flat(flat, index.device)
+        rows = torch.tensor(kept, dtype=torch.long, device=index.device)
         self.fwd.select(rows, front)
         if self.stacked is not None:
-            self.stacked.select(index)
+            if dense_before:
+                self.stacked.select(index)  # its masks are per row of k experts
+            else:
+                self.stacked.select(rows)
         elif "adapter_names" in self.fwd.kwargs:
             names = self.fwd.kwargs["adapter_names"]
-            self.fwd.kwargs["adapter_names"] = [names[i] for i in rows.tolist()]
+            self.fwd.kwargs["adapter_names"] = [names[i] for i in kept]
 
     def close(self) -> None:
         """Leave the model as it was (adapters enabled, no hooks)."""
@@ -281,12 +319,12 @@ class SeparateExperts:
         self.fwds = {name: _CachedForward(m.eval(), use_cache) for name, m in models.items()}
 
     def prefill(self, input_ids, attention_mask, rows):
-        self.used = list(dict.fromkeys(a for row in rows for a in row))
+        self.used = list(dict.fromkeys(a for row in rows for a in row if a != PAD))
         unknown = [a for a in self.used if a not in self.fwds]
         if unknown:
             raise KeyError(f"unknown expert(s) {unknown}; loaded: {self.names}")
-        self.index = torch.tensor(
-            [[self.used.index(a) for a in row] for row in rows], device=input_ids.device
+        self.index = torch.tensor(  # a PAD slot reads any expert: its weight is 0
+            [[self.used.index(a) if a != PAD else 0 for a in row] for row in rows], device=input_ids.device
         )
         return self._select([self.fwds[a].start(input_ids, attention_mask) for a in self.used])
 

@@ -35,15 +35,24 @@ mixing, takes_weights, reads_preference, settings_keys, baseline` and its method
 `weights(runtime, pref)`, `provider(runtime, prefs, active)`, `record(cfg)`; the `Runtime`
 (decoding/runtime.py) with `cfg, device, tokenizer, model, load_adapters(folder, poles), pcm(poles),
 add_soup(poles, weights, merge), encode(text), text(tokens)`. A method that needs a model of its own loads it
-in `load` (onto the runtime) and decodes through `experts`/`provider`.
+in `load` (onto the runtime) and decodes through `experts`/`provider`. A model whose LoRA depends on the
+preference (PARM's preference-aware bilinear LoRA, B W(w) A) fits as soups do: `prepare` adds one adapter
+per preference to `runtime.model` (its B already multiplied by W(w)), `experts` names it beside BASE.
+
+Rows of every method share one batch (serve; generate batches one method): `methods/batch.py` pads each
+row's experts with PAD (weight 0, no forward) to one width, routes rows to their method's provider (CompositeWeights),
+and mixes each row in its own space.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.methods.base import Method
+
+if TYPE_CHECKING:  # the table stays light to import (the CLI's --help, reports): modules load on first use
+    from rlphf_cli.methods.base import Method
 
 TABLE: dict[str, str] = {
     "sft": "rlphf_cli.methods.sft",
@@ -81,4 +90,14 @@ def help_line() -> str:
     return "; ".join(f"{m.name} ({m.help})" for m in all_methods())
 
 
-__all__ = ["NAMES", "TABLE", "Method", "all_methods", "get_method", "help_line"]
+def evaluation_plan() -> list[tuple[str, str]]:
+    """The pipeline's (method, baseline) pairs: each method's `evaluate_against` (`*`: every baseline)."""
+    baselines = [m.name for m in all_methods() if m.baseline]
+    pairs = []
+    for m in sorted(all_methods(), key=lambda m: "*" not in m.evaluate_against):  # pcm's pairs first
+        for b in m.evaluate_against:
+            pairs += [(m.name, x) for x in baselines if x != m.name] if b == "*" else [(m.name, b)]
+    return pairs
+
+
+__all__ = ["NAMES", "TABLE", "all_methods", "evaluation_plan", "get_method", "help_line"]

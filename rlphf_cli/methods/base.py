@@ -34,7 +34,8 @@ class Method:
         settings_keys: its own settings that decide its outputs, beside the shared sampling ones, as
             {recorded name: `generate.*` key} (kept in each record and in `generations/NAME.settings.json`;
             a resume that changes one is refused).
-        baseline: the pipeline generates it and evaluates pcm against it.
+        baseline: the pipeline evaluates the methods that compare with every baseline (pcm) against it.
+        evaluate_against: the baselines the pipeline evaluates this method against (`*`: every baseline).
     """
 
     name: ClassVar[str] = ""
@@ -46,6 +47,7 @@ class Method:
     reads_preference: ClassVar[bool] = False
     settings_keys: ClassVar[dict[str, str]] = {}
     baseline: ClassVar[bool] = True
+    evaluate_against: ClassVar[tuple[str, ...]] = ()
 
     # --- what the method needs from the run
     def inputs(self, cfg) -> dict[str, str]:
@@ -106,8 +108,8 @@ class Method:
         return [1.0]
 
     def provider(self, runtime, prefs: list[Preference], active: list[tuple[str, ...]]):
-        """The weight provider of rows with these preferences, each mixing `active[i]` (padded with BASE);
-        the default: fixed weights from `weights` (BASE padding at 0)."""
+        """The weight provider of rows with these preferences, each mixing `active[i]` (padded with PAD);
+        the default: fixed weights from `weights` (PAD slots at 0)."""
         width = len(active[0])
         w = torch.zeros(len(prefs), width)
         for i, pref in enumerate(prefs):

@@ -18,6 +18,7 @@ def genarm_weights(pref_weights, strength: float) -> list[float]:
 class GenARM(Method):
     name = "genarm"
     help = "GenARM: the base guided by the preference's ARMs in log space (generate.genarm_alpha)"
+    evaluate_against = ("soups",)
     adapters = ("arms",)
     mixing = "log"
     settings_keys = {"genarm_alpha": "genarm_alpha"}

@@ -34,6 +34,7 @@ class PARM(Method):
     help = "PARM: the base guided by one preference-conditioned ARM in log space (generate.parm_beta)"
     mixing = "log"
     settings_keys = {"parm_beta": "parm_beta"}
+    evaluate_against = ("genarm",)
 
     def inputs(self, cfg):
         root = RunDir(cfg.run_dir).root

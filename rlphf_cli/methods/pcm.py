@@ -6,6 +6,7 @@ from rlphf_cli.methods.base import Mixture
 class PCM(Mixture):
     name = "pcm"
     help = "the Preference Control Model's per-token weights over the preference's experts"
+    evaluate_against = ("*",)
     mixing = "prob"
     needs_pcm = True
     baseline = False

@@ -8,5 +8,8 @@ class SFT(Method):
     help = "the base alone"
     takes_weights = False
 
+    def notes(self, prefs):
+        return []  # reads no preference at all: nothing to say about weights
+
 
 METHOD = SFT()

@@ -9,6 +9,7 @@ from rlphf_cli.methods.base import Method
 class Soups(Method):
     name = "soups"
     help = "Personalized Soups: the preference's experts merged into one adapter (generate.soups_merge)"
+    evaluate_against = ("prompted",)
     adapters = ("experts",)
     settings_keys = {"merge": "soups_merge"}
 
@@ -24,6 +25,16 @@ class Soups(Method):
 
     def experts(self, runtime, pref):
         return (soup_name(pref.combination, self.merge(runtime.cfg), pref.weights),)
+
+    def merged_model(self, runtime, pref):
+        """The base with this preference's soup merged into its weights: a plain model of its own (served as
+        `soups-merged`, the P-Soups paper's one model per combination)."""
+        import copy
+
+        (name,) = self.experts(runtime, pref)
+        copied = copy.deepcopy(runtime.model)
+        copied.set_adapter(name)
+        return copied.merge_and_unload().eval()
 
 
 METHOD = Soups()
