@@ -177,7 +177,8 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
     if cfg is not None:
         lines += _mixtures_section(run, cfg)
     lines += _pcm_section(run)
-    experts = [*_manifests(run, "experts").items(), *_manifests(run, "arms").items(), *_parm_checks(run)]
+    parm_rows = _parm_checks(run)
+    experts = [*_manifests(run, "experts").items(), *_manifests(run, "arms").items(), *parm_rows]
     if any("win_rate_vs_base" in m.get("metrics", {}) for _, m in experts):  # none without a benchmark judge
         lines += ["## Experts against the base on their own pole (held-out prompts, benchmark judge)", ""]
         if any(m.get("algo") == "arm" for _, m in experts):
@@ -185,7 +186,7 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
                 "Rows `arm`: the base guided by the pole's GenARM reward model, against the base alone.",
                 "",
             ]
-        if any(m.get("algo") == "parm" for _, m in experts):
+        if parm_rows:
             lines += [
                 "Rows `parm`: the base guided by the one PARM at the pole's one-hot weights, against the base alone.",
                 "",

@@ -62,6 +62,7 @@ def test_every_registered_module_loads_its_method():
         "mod": True,
         "uniform": False,
         "genarm": True,
+        "parm": True,
         "pcm": True,
     }
     with pytest.raises(UserError, match="unknown method 'nope'; valid: sft, prompted"):
@@ -71,9 +72,10 @@ def test_every_registered_module_loads_its_method():
 def test_the_pipelines_evaluation_plan_comes_from_the_registry():
     plan = evaluation_plan()
     assert plan == [
-        *[("pcm", b) for b in ("sft", "prompted", "soups", "mod", "uniform", "genarm")],
+        *[("pcm", b) for b in ("sft", "prompted", "soups", "mod", "uniform", "genarm", "parm")],
         ("soups", "prompted"),
         ("genarm", "soups"),
+        ("parm", "genarm"),
     ]
 
 

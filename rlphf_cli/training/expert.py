@@ -29,7 +29,8 @@ from rlphf_cli.training.pairs import pole_pairs, resolve_poles, sample_responses
 
 log = logging.getLogger(__name__)
 
-ALGOS = ("dpo", "ppo", "grpo", "arm", "parm")
+PARM = "parm"  # the algorithm (and artifact) PARM; the decoding method of that name is methods/parm.py
+ALGOS = ("dpo", "ppo", "grpo", "arm", PARM)
 TARGET = "rlphf_cli.training.expert:train_expert"
 _STRAY_FILES = (
     "training_args.bin",
@@ -170,7 +171,7 @@ def train_expert(cfg) -> list[Path]:
     algo = cfg.expert.algo
     if algo not in ALGOS:
         raise UserError(f"unknown expert.algo {algo!r}; valid: {', '.join(ALGOS)}")
-    if algo == "parm":  # one model for every pole: expert.pole does not apply
+    if algo == PARM:  # one model for every pole: expert.pole does not apply
         return [train_parm_artifact(cfg)]
     poles = resolve_poles(cfg, cfg.expert.pole)
     run = RunDir(cfg.run_dir)
