@@ -119,13 +119,13 @@ def train_parm_artifact(cfg) -> Path:
     from rlphf_cli.config import to_dict
     from rlphf_cli.training.parm_trainer import check_parm_settings, parm_check, train_parm
 
+    check_parm_settings(cfg.expert.parm)
     art = RunDir(cfg.run_dir).artifact("parm")
     made = parm_made_from(cfg)
     if art.reuse(made, "train-expert", cfg.force):
         check_adapter_base(cfg, art, "PARM")
         log.info("parm already complete; skipping")
         return art.path
-    check_parm_settings(cfg.expert.parm)
     if cfg.launcher.num_processes > 1:
         log.info("PARM trains in one process (its loop is not distributed)")
     base_model_path(cfg)
