@@ -105,7 +105,7 @@ def train_rm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool
 
 @app.command("train-expert")
 def train_expert(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
-    """Train one LoRA expert per pole on the shared base (pole=P1A|all algo=dpo|ppo|grpo), or GenARM's reward models (algo=arm)."""
+    """Train one LoRA expert per pole on the shared base (pole=P1A|all algo=dpo|ppo|grpo), GenARM's reward models (algo=arm), or PARM's one preference-conditioned reward model (algo=parm, saved as parm/)."""
     run_command("train-expert", "rlphf_cli.training.expert:train_expert", overrides, cfg, "expert", force)
 
 

@@ -1,8 +1,9 @@
 """`rlphf pipeline`: every stage, end to end, skipping what is complete.
 
-train-sft -> pairs -> train-rm -> train-expert -> train-arm (GenARM's reward models) -> headroom -> train-pcm
--> generate (every registered method) -> eval (the registry's plan: pcm against every baseline, soups against
-prompted, genarm against soups) -> report. Each stage reads and writes the run
+train-sft -> pairs -> train-rm -> train-expert -> train-arm (GenARM's reward models) -> train-parm (PARM's one
+preference-conditioned reward model) -> headroom -> train-pcm -> generate (every registered method) -> eval (the
+registry's plan: pcm against every baseline, soups against prompted, genarm against soups, parm against genarm)
+-> report. Each stage reads and writes the run
 directory, so an interrupted pipeline resumes where it stopped. `seeds=0,1,2` runs the whole pipeline once
 per seed, in `<run_dir>/seed<N>`, and closes with a report over the seeds.
 """
@@ -57,12 +58,22 @@ def _train_arms(cfg) -> None:
     train_expert(OmegaConf.merge(cfg, {"expert": {"algo": "arm"}}))
 
 
+def _train_parm(cfg) -> None:
+    """PARM: one autoregressive reward model conditioned on the preference weights (`train-expert algo=parm`)."""
+    from omegaconf import OmegaConf
+
+    from rlphf_cli.training.expert import train_expert
+
+    train_expert(OmegaConf.merge(cfg, {"expert": {"algo": "parm"}}))
+
+
 STAGES = [
     ("train-sft", "rlphf_cli.training.sft:train_sft"),
     ("pairs", "rlphf_cli.training.pairs:make_pairs"),
     ("train-rm", "rlphf_cli.training.rm:train_rm"),
     ("train-expert", "rlphf_cli.training.expert:train_expert"),
     ("train-arm", _train_arms),
+    ("train-parm", _train_parm),
     ("headroom", "rlphf_cli.evaluation.headroom:headroom"),
     ("train-pcm", "rlphf_cli.training.pcm:train_pcm"),
     ("ablation", "rlphf_cli.training.pcm:train_ablation"),
@@ -141,6 +152,15 @@ def _manifests(run: RunDir, folder: str) -> dict[str, dict]:
     }
 
 
+def _parm_checks(run: RunDir) -> list[tuple[str, dict]]:
+    """PARM's own-pole checks, shaped as the experts' manifests (one per pole) for the experts table."""
+    parm = run.artifact("parm")
+    if not parm.is_complete():
+        return []
+    checks = parm.manifest().get("metrics", {}).get("checks", {})
+    return [(pole, {"algo": "parm", "metrics": check}) for pole, check in checks.items()]
+
+
 def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
@@ -157,12 +177,18 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
     if cfg is not None:
         lines += _mixtures_section(run, cfg)
     lines += _pcm_section(run)
-    experts = [*_manifests(run, "experts").items(), *_manifests(run, "arms").items()]
+    parm_rows = _parm_checks(run)
+    experts = [*_manifests(run, "experts").items(), *_manifests(run, "arms").items(), *parm_rows]
     if any("win_rate_vs_base" in m.get("metrics", {}) for _, m in experts):  # none without a benchmark judge
         lines += ["## Experts against the base on their own pole (held-out prompts, benchmark judge)", ""]
         if any(m.get("algo") == "arm" for _, m in experts):
             lines += [
                 "Rows `arm`: the base guided by the pole's GenARM reward model, against the base alone.",
+                "",
+            ]
+        if parm_rows:
+            lines += [
+                "Rows `parm`: the base guided by the one PARM at the pole's one-hot weights, against the base alone.",
                 "",
             ]
         lines += [
@@ -181,6 +207,15 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
                     f"{_pct(check['invalid_expert'])} / {_pct(check['invalid_base'])} |"
                 )
         lines.append("")
+    parm = run.artifact("parm")
+    accuracy = parm.manifest().get("metrics", {}).get("heldout_accuracy") if parm.is_complete() else None
+    if accuracy:
+        lines += [
+            "PARM: held-out pairwise accuracy % at each pole's one-hot weights: "
+            + ", ".join(f"{p} {_pct(a)}" for p, a in accuracy.items())
+            + ".",
+            "",
+        ]
     rms = _manifests(run, "rm")
     if rms:
         lines += ["## Reward models: held-out pairwise accuracy", ""]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import rlphf_cli
+from rlphf_cli.decoding.runtime import ADAPTER_FOLDERS
 from rlphf_cli.errors import UserError
 from rlphf_cli.methods import NAMES, TABLE, all_methods, evaluation_plan, get_method
 
@@ -53,7 +54,7 @@ def test_every_registered_module_loads_its_method():
     assert NAMES == tuple(TABLE)
     for m in all_methods():
         assert m.help and m.mixing in (None, "prob", "log")
-        assert set(m.adapters) <= {"experts", "arms"}
+        assert set(m.adapters) <= set(ADAPTER_FOLDERS)  # folders the runtime knows how to name
     weights = {m.name: m.takes_weights for m in all_methods()}
     assert weights == {
         "sft": False,
@@ -62,6 +63,7 @@ def test_every_registered_module_loads_its_method():
         "mod": True,
         "uniform": False,
         "genarm": True,
+        "parm": True,
         "pcm": True,
     }
     with pytest.raises(UserError, match="unknown method 'nope'; valid: sft, prompted"):
@@ -71,9 +73,10 @@ def test_every_registered_module_loads_its_method():
 def test_the_pipelines_evaluation_plan_comes_from_the_registry():
     plan = evaluation_plan()
     assert plan == [
-        *[("pcm", b) for b in ("sft", "prompted", "soups", "mod", "uniform", "genarm")],
+        *[("pcm", b) for b in ("sft", "prompted", "soups", "mod", "uniform", "genarm", "parm")],
         ("soups", "prompted"),
         ("genarm", "soups"),
+        ("parm", "genarm"),
     ]
 
 

@@ -44,6 +44,9 @@ def test_pipeline_runs_every_stage_and_resumes(toy_run):
         "Reward models",
         "Time per stage",
         "| train-arm |",
+        "| train-parm |",
+        "the one PARM at the pole's one-hot weights",
+        "| P2A | parm |",
         "sentence oracle",
         "from one pole to the other",
         "by the decision a token makes",
@@ -57,9 +60,10 @@ def test_pipeline_runs_every_stage_and_resumes(toy_run):
     other = json.loads((run_dir / "ablations" / "pcm-rloo" / "manifest.json").read_text())["metrics"]
     assert "pcm_reward" in other and "uniform_reward" not in other and "weight_sweep" not in other
     assert f"(uniform {main['uniform_reward']:.3f})" in summary
-    for method in ("sft", "prompted", "soups", "mod", "uniform", "genarm", "pcm"):
+    for method in ("sft", "prompted", "soups", "mod", "uniform", "genarm", "parm", "pcm"):
         assert (run_dir / "generations" / f"{method}.manifest.json").exists()
-    for name in ("pcm_vs_soups", "pcm_vs_sft", "soups_vs_prompted", "pcm_vs_genarm", "genarm_vs_soups"):
+    names = ("pcm_vs_soups", "pcm_vs_sft", "soups_vs_prompted", "pcm_vs_genarm", "genarm_vs_soups")
+    for name in (*names, "pcm_vs_parm", "parm_vs_genarm"):
         assert (run_dir / "eval" / name / "results.json").exists()
     stamp = (run_dir / "pcm" / "manifest.json").stat().st_mtime
     pipeline(compose([f"run_dir={run_dir}", *TOY]))  # everything complete: skipped, nothing retrained

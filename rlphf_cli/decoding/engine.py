@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 from transformers import DynamicCache
 
-from rlphf_cli.decoding.stacked_lora import BASE, StackedLoRA
+from rlphf_cli.decoding.stacked_lora import BASE, Blend, StackedLoRA, adapter_names
 
 PAD = "__pad__"  # an empty slot in a row's expert list (rows of one batch mix as many): weight 0, no forward
 
@@ -228,9 +228,12 @@ class AdapterExperts:
         return out
 
     def prefill(self, input_ids, attention_mask, rows):
-        unknown = sorted({a for row in rows for a in row if a not in (BASE, PAD) and a not in self.names})
+        used = {a for row in rows for entry in row for a in adapter_names(entry)}
+        unknown = sorted(a for a in used if a not in (BASE, PAD) and a not in self.names)
         if unknown:
             raise KeyError(f"unknown expert adapter(s) {unknown}; loaded: {self.names}")
+        if self.stacked is None and any(isinstance(e, Blend) for row in rows for e in row):
+            raise ValueError("a Blend of adapters (PARM) needs stacked LoRA decoding")
         self.k = len(rows[0])
         self.rows = [tuple(r) for r in rows]
         self._set_flat(

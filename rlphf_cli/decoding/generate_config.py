@@ -18,10 +18,13 @@ class GenerateConfig:
         None  # a .jsonl file with id and prompt per line; None: the benchmark's eval prompts
     )
     soups_merge: str = "psoups"  # psoups (mean of LoRA A and B, as the P-Soups code) | delta (mean of B@A)
-    mixing: str | None = None  # prob | log; None: the method's own (mod, genarm: log; others: prob)
+    mixing: str | None = None  # prob | log; None: the method's own (mod, genarm, parm: log; others: prob)
     # genarm: ARM i guides the base with alpha_i = (preference weight i) x genarm_alpha. 3.0 gives each pole
     # of a three-pole combination alpha 1, the strength of GenARM's own examples.
     genarm_alpha: float = 3.0
+    # parm: log p_base + parm_beta x log p_PARM(. | x, weights). 3.0: the total strength of genarm's default
+    # (sum_i alpha_i = genarm_alpha for weights summing to 1).
+    parm_beta: float = 3.0
     max_new_tokens: int = 96
     temperature: float = 1.0
     top_k: int = 0

@@ -70,6 +70,16 @@ class Runtime:
             self._experts = None  # new LoRA layers may have appeared: the stacked path collects them again
         return names
 
+    def install(self, name: str, what: str, make: Callable) -> None:
+        """Adapters of a method's own kind (PARM's parts) put on the shared model by `make(model) -> peft
+        model`, once: skipped when adapter `name` is loaded. `what` names them in a load error."""
+        if name in getattr(self.model, "peft_config", {}):
+            return
+        self._changing()
+        with explain_load_failure(what, self.base_path):
+            self.model = make(self.model).eval()
+        self._experts = None
+
     def available(self, folder: str, poles) -> list[str]:
         """The poles whose `<folder>/<pole>` adapter is complete in the run."""
         run = RunDir(self.cfg.run_dir)

@@ -11,15 +11,36 @@ adds its update. Dense matmuls over all rows beat B x K tiny per-row ones (gathe
 decoding's one token per step; the extra work, N*r columns beside the layer's `out`, is small. The mask is
 made once per decoded batch: [K, N*r] when every row carries the same list, [B, K, N*r] when rows differ
 (other preferences, other users).
+
+A row's entry may also be a `Blend`, a weighted sum of several adapters' updates (a PARM at a preference:
+its shared part at 1, each pole's part at the pole's weight): its mask row then holds those real-valued
+scales instead of a single 1, at the same cost.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
 BASE = "__base__"  # peft's name for "no adapter" in a per-row adapter list
+
+
+@dataclass(frozen=True)
+class Blend:
+    """One row's update as sum_j scale_j x (adapter_j's update): ((name, scale), ...). Hashable, so it
+    stands in a per-row expert list like an adapter name."""
+
+    parts: tuple[tuple[str, float], ...]
+
+    def names(self) -> list[str]:
+        return [a for a, _ in self.parts]
+
+
+def adapter_names(entry) -> list[str]:
+    """The adapters an entry of a row's expert list runs: one name, or a blend's names."""
+    return entry.names() if isinstance(entry, Blend) else [entry]
 
 
 class StackedLoRA:
@@ -55,7 +76,7 @@ class StackedLoRA:
         list stands for every row."""
         if not all(isinstance(row, tuple | list) for row in rows):
             raise TypeError("StackedLoRA.prepare takes one list of adapter names per row")
-        names = tuple(dict.fromkeys(a for row in rows for a in row))
+        names = tuple(dict.fromkeys(a for row in rows for entry in row for a in adapter_names(entry)))
         unknown = [a for a in names if a != BASE and a not in self.model.peft_config]
         if unknown:
             raise KeyError(f"unknown expert adapter(s) {unknown}; loaded: {list(self.model.peft_config)}")
@@ -66,9 +87,14 @@ class StackedLoRA:
             self._names = names
         self.k = len(rows[0])
         shared = all(row == rows[0] for row in rows)
-        index = torch.tensor([[names.index(a) for a in row] for row in (rows[:1] if shared else rows)])
         A = self._stacks[names][0][0] if self.layers else torch.zeros(0)
-        slots = torch.nn.functional.one_hot(index, len(names)).to(A.dtype)  # [1 or B, K, N]
+        slots = torch.zeros(
+            len(rows[:1] if shared else rows), self.k, len(names), dtype=A.dtype
+        )  # [1 or B, K, N]
+        for b, row in enumerate(rows[:1] if shared else rows):
+            for i, entry in enumerate(row):
+                for a, scale in entry.parts if isinstance(entry, Blend) else ((entry, 1.0),):
+                    slots[b, i, names.index(a)] += scale
         mask = slots.repeat_interleave(self._rank, dim=-1).to(A.device)  # [1 or B, K, N*r]
         self._mask = mask[:, :, None, :]  # broadcast over the tokens of each row
 

@@ -125,6 +125,23 @@ def _metrics(runs: list[Path], folder: str) -> dict[str, list[dict]]:
     return {pole: out[pole] for pole in sorted(out, key=_pole_order)}
 
 
+def _parm_metrics(runs: list[Path]) -> dict[str, list[dict]]:
+    """Per pole, PARM's own-pole check (`<run>/parm/manifest.json`, metrics.checks) in each run that has one."""
+    out: dict[str, list[dict]] = {}
+    for run in runs:
+        path = run / "parm" / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("%s left out of the report across seeds: %s", path, exc)
+            continue
+        checks = (manifest.get("metrics") or {}).get("checks") if isinstance(manifest, dict) else None
+        for pole, check in (checks or {}).items():
+            if isinstance(check, dict):
+                out.setdefault(pole, []).append({**check, "_algo": "parm"})
+    return {pole: out[pole] for pole in sorted(out, key=_pole_order)}
+
+
 def _pole_order(pole: str) -> tuple[int, str]:
     return (list(POLES).index(pole), "") if pole in POLES else (len(POLES), pole)
 
@@ -142,7 +159,8 @@ def experts_table(runs: list[Path]) -> list[str]:
     rows = [
         *experts.items(),
         *_metrics(runs, "arms").items(),
-    ]  # arms: GenARM's reward models guiding the base
+        *_parm_metrics(runs).items(),
+    ]  # arms: GenARM's reward models guiding the base; parm: the one PARM at the pole's one-hot weights
     for pole, seeds in rows:
         algos = "/".join(dict.fromkeys(str(x["_algo"]) for x in seeds if x["_algo"])) or "?"
         greedy = [_number(x.get("win_rate_vs_base")) for x in seeds]

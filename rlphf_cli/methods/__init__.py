@@ -61,6 +61,7 @@ TABLE: dict[str, str] = {
     "mod": "rlphf_cli.methods.mod",
     "uniform": "rlphf_cli.methods.uniform",
     "genarm": "rlphf_cli.methods.genarm",
+    "parm": "rlphf_cli.methods.parm",
     "pcm": "rlphf_cli.methods.pcm",
 }
 

@@ -5,6 +5,8 @@
     grpo  TRL's GRPOTrainer with the pole's judge (or reward model) as the reward function
     arm   not an expert: GenARM's autoregressive reward model on the pole's pairs (rlphf_cli.training.arm),
           saved as `arms/<pole>/`; its check is the base guided by it against the base alone
+    parm  not an expert: PARM, one preference-conditioned autoregressive reward model on every pole's pairs
+          (rlphf_cli.training.parm_trainer), saved as `parm/`; checked per pole as the ARMs are
 
 `experts/<pole>/` is a peft adapter folder (adapter_config.json, adapter_model.safetensors) with a manifest:
 pole, algorithm, the base it was trained on (path and fingerprint) and an own-pole check against the base on
@@ -27,7 +29,8 @@ from rlphf_cli.training.pairs import pole_pairs, resolve_poles, sample_responses
 
 log = logging.getLogger(__name__)
 
-ALGOS = ("dpo", "ppo", "grpo", "arm")
+PARM = "parm"  # the algorithm (and artifact) PARM; the decoding method of that name is methods/parm.py
+ALGOS = ("dpo", "ppo", "grpo", "arm", PARM)
 TARGET = "rlphf_cli.training.expert:train_expert"
 _STRAY_FILES = (
     "training_args.bin",
@@ -99,6 +102,64 @@ def expert_made_from(cfg, pole: str) -> dict:
     return made_from(cfg, (*EXPERT_KEYS, section), inputs)
 
 
+def parm_made_from(cfg) -> dict:
+    """PARM's settings and inputs: the base and every pole's pairs."""
+    from rlphf_cli.training.pairs import PAIRS_DIR, external_pairs_dir
+
+    root = RunDir(cfg.run_dir).root
+    folder = external_pairs_dir(cfg) or root / PAIRS_DIR
+    inputs = {"base": input_hash(root / "base")}
+    inputs |= {f"pairs/{p}": input_hash(folder / f"{p}.json") for p in cfg.benchmark.poles}
+    keys = [k for k in EXPERT_KEYS if not k.startswith("expert.lora_") or k == "expert.lora_target_modules"]
+    return made_from(cfg, (*keys, "benchmark.poles", "expert.parm"), inputs)
+
+
+def train_parm_artifact(cfg) -> Path:
+    """`train-expert algo=parm`: the one PARM of the run, `parm/` (skipped when complete)."""
+    from rlphf_cli.config import to_dict
+    from rlphf_cli.training.parm_trainer import check_parm_settings, parm_check, train_parm
+
+    check_parm_settings(cfg.expert.parm)
+    art = RunDir(cfg.run_dir).artifact("parm")
+    made = parm_made_from(cfg)
+    if art.reuse(made, "train-expert", cfg.force):
+        check_adapter_base(cfg, art, "PARM")
+        log.info("parm already complete; skipping")
+        return art.path
+    if cfg.launcher.num_processes > 1:
+        log.info("PARM trains in one process (its loop is not distributed)")
+    base_model_path(cfg)
+    for pole in cfg.benchmark.poles:  # every pole's pairs exist before anything is written
+        pole_pairs(cfg, pole)
+    work = art.start(made)
+    stats = train_parm(cfg, work)
+    checks = parm_check(cfg, work)
+    art.commit(
+        "parm",
+        to_dict(cfg),
+        algo="parm",
+        poles=list(cfg.benchmark.poles),
+        base=base_fingerprint(cfg),
+        metrics={**stats, "checks": checks},  # training figures, then each pole's own check
+        made_from=made,
+    )
+    log.info("PARM (%d steps, %.0f s) -> %s", stats["steps"], stats["train_seconds"], art.path)
+    for pole, check in checks.items():
+        for c in (check, check.get("sampled")):
+            if c and c.get("win_rate_vs_base") is not None:
+                log.info(
+                    "PARM at %s, %s: beats the base on %s in %.0f%% of non-tied held-out comparisons; "
+                    "judge score %.3f -> %.3f",
+                    pole,
+                    c["decoding"],
+                    pole,
+                    100 * c["win_rate_vs_base"],
+                    c["judge_score_base"],
+                    c["judge_score_expert"],
+                )
+    return art.path
+
+
 def artifact_name(algo: str, pole: str) -> str:
     """Where a pole's adapter lives: `arms/<pole>` for GenARM's reward models, `experts/<pole>` otherwise."""
     return f"arms/{pole}" if algo == "arm" else f"experts/{pole}"
@@ -110,6 +171,8 @@ def train_expert(cfg) -> list[Path]:
     algo = cfg.expert.algo
     if algo not in ALGOS:
         raise UserError(f"unknown expert.algo {algo!r}; valid: {', '.join(ALGOS)}")
+    if algo == PARM:  # one model for every pole: expert.pole does not apply
+        return [train_parm_artifact(cfg)]
     poles = resolve_poles(cfg, cfg.expert.pole)
     run = RunDir(cfg.run_dir)
     todo = []

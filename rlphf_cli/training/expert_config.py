@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlphf_cli.training.parm_config import PARMSettings
+
 
 # Each algorithm may override the shared learning_rate, batch_size, max_steps and num_epochs (None: shared).
 @dataclass
@@ -71,7 +73,9 @@ class ARMSettings:
 @dataclass
 class ExpertConfig:
     pole: str = "all"  # a pole name, several separated by commas, or all (skips complete experts)
-    algo: str = "dpo"  # dpo | ppo | grpo | arm (GenARM's autoregressive reward model, saved as arms/<pole>)
+    # dpo | ppo | grpo | arm (GenARM's autoregressive reward model, saved as arms/<pole>) | parm (one
+    # preference-conditioned ARM for every pole, saved as parm/)
+    algo: str = "dpo"
     lora_r: int = 16  # P-Soups: LoRA r=16, alpha=32, dropout 0.05
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -96,6 +100,7 @@ class ExpertConfig:
     ppo: PPOSettings = field(default_factory=PPOSettings)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     arm: ARMSettings = field(default_factory=ARMSettings)
+    parm: PARMSettings = field(default_factory=PARMSettings)
 
 
 @dataclass
