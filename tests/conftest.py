@@ -85,3 +85,36 @@ def make_random_expert_run(run_dir, poles=("P1A", "P1B", "P2A", "P2B", "P3A", "P
         model.save_pretrained(exp.start())
         exp.commit("expert", None, pole=pole, algo="random")
     return cfg
+
+
+PARM_POLES = ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]
+
+
+def make_random_parm(folder, seed=0, target_modules=("q_proj", "v_proj", "down_proj")):
+    """A saved PARM with every factor random (B too: PARM starts B at zero), on the untrained tiny base of
+    `make_random_expert_run` (seed 0)."""
+    import torch
+
+    from rlphf_cli.benchmarks import get_benchmark
+    from rlphf_cli.config import compose
+    from rlphf_cli.modeling import build_tiny_model, build_tokenizer
+    from rlphf_cli.pblora import PBLoRA
+
+    cfg = compose(["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=2"])
+    tokenizer = build_tokenizer(get_benchmark(cfg.benchmark).vocabulary_text())
+    model = build_tiny_model(cfg.model, tokenizer, 0).eval()
+    parm = PBLoRA(model, PARM_POLES, r1=3, r2=2, lora_alpha=4.0, target_modules=list(target_modules))
+    gen = torch.Generator().manual_seed(seed)
+    for p in parm.layers.parameters():
+        p.data.copy_(torch.randn(p.shape, generator=gen) * 0.6)
+    parm.save(folder)
+    return tokenizer
+
+
+def add_random_parm(run_dir, seed=0):
+    """A random PARM committed as the run's `parm/` artifact."""
+    from rlphf_cli.runs import RunDir
+
+    art = RunDir(run_dir).artifact("parm")
+    make_random_parm(art.start(), seed)
+    art.commit("parm", None, algo="random", poles=PARM_POLES)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_random_expert_run
+from conftest import add_random_parm, make_random_expert_run, make_random_parm
 from rlphf_cli.config import compose
 from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
 from rlphf_cli.pblora import PBLoRA, add_parm_adapters, parm_blend
@@ -28,14 +28,7 @@ def _tiny_base(seed=0):
 
 
 def _random_parm(folder, seed=0):
-    """A saved PARM with every factor random (B too: PARM starts B at zero), on the tiny base of `seed`."""
-    model, tokenizer = _tiny_base()
-    parm = PBLoRA(model, POLES, r1=3, r2=2, lora_alpha=4.0, target_modules=TARGETS)
-    gen = torch.Generator().manual_seed(seed)
-    for p in parm.layers.parameters():
-        p.data.copy_(torch.randn(p.shape, generator=gen) * 0.6)
-    parm.save(folder)
-    return tokenizer
+    return make_random_parm(folder, seed, TARGETS)
 
 
 def _direct_logps(folder, ids: list[int], weights: dict) -> torch.Tensor:
@@ -236,9 +229,7 @@ def random_parm_run(tmp_path_factory):
     """An untrained tiny base with a random PARM (parm/) beside its random experts."""
     path = tmp_path_factory.mktemp("parm_run")
     make_random_expert_run(path, poles=("P1A", "P2A", "P3A"))
-    art = RunDir(path).artifact("parm")
-    _random_parm(art.start())
-    art.commit("parm", None, algo="random", poles=POLES)
+    add_random_parm(path)
     return path
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_engine import NAMES, PAD, tiny_base, with_experts
 
-from conftest import make_random_expert_run
+from conftest import add_random_parm, make_random_expert_run
 from rlphf_cli.config import compose
 from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
 from rlphf_cli.decoding.generate import ensure_generations
@@ -96,6 +96,7 @@ def served(tmp_path_factory):
     arms = tmp_path_factory.mktemp("serve_arms")  # other random adapters stand in for GenARM's ARMs
     make_random_expert_run(arms, seed=1)
     shutil.copytree(arms / "experts", run_dir / "arms")
+    add_random_parm(run_dir)
     prompts = run_dir / "prompts.jsonl"
     prompts.write_text(
         "".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS))
@@ -168,7 +169,7 @@ def complete(client, method, prompt, preference, **kw):
 def test_models_lists_what_the_run_can_serve(served):
     client, _ = served
     ids = [m.id for m in client.models.list().data]
-    assert ids == ["sft", "prompted", "soups", "soups-merged", "mod", "uniform", "genarm", "pcm"]
+    assert ids == ["sft", "prompted", "soups", "soups-merged", "mod", "uniform", "genarm", "parm", "pcm"]
 
 
 def test_concurrent_requests_with_different_preferences_equal_generate(served):
