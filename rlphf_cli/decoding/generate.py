@@ -32,7 +32,7 @@ from rlphf_cli.benchmarks.base import Prompt
 from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
 from rlphf_cli.decoding.prompts import load_prompts_file
-from rlphf_cli.decoding.soups import MERGES, add_soup
+from rlphf_cli.decoding.soups import MERGES, SVD_MERGES, add_soup
 from rlphf_cli.errors import UserError
 from rlphf_cli.generations import METHODS, GenerationsFile
 from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
@@ -68,6 +68,8 @@ def method_settings(cfg, method: str) -> dict:
     }
     if method == "soups":
         settings["merge"] = g.soups_merge
+        if g.soups_merge in SVD_MERGES:
+            settings["density"] = g.soups_density
     if method == "genarm":
         settings["genarm_alpha"] = g.genarm_alpha
     if method in DEFAULT_MIXING:
@@ -262,7 +264,9 @@ class Generator:
             return {}
         merge = self.cfg.generate.soups_merge
         return {
-            pref: add_soup(self.model, list(pref.combination), list(pref.weights), merge)
+            pref: add_soup(
+                self.model, list(pref.combination), list(pref.weights), merge, self.cfg.generate.soups_density
+            )
             for pref in sorted(prefs, key=lambda p: p.name)
         }
 

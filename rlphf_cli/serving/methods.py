@@ -119,7 +119,7 @@ class Backend:
         if method in ("sft", "prompted"):
             return "base", row
         if method in ("soups", "soups-merged"):
-            name = soup_name(pref.combination, self.merge, pref.weights)
+            name = soup_name(pref.combination, self.merge, pref.weights, self.cfg.generate.soups_density)
             if method == "soups":
                 row.experts = (name,)
                 return "soups", row
@@ -131,10 +131,16 @@ class Backend:
         """On the scheduler thread: make the soup a row needs (its adapter, or its merged model)."""
         if lane == "soups" or lane.startswith("soups-merged:"):
             pref = row.spec
-            name = soup_name(pref.combination, self.merge, pref.weights)
+            name = soup_name(pref.combination, self.merge, pref.weights, self.cfg.generate.soups_density)
             if name not in self.model.peft_config:
                 self.scheduler.release_hooks()
-                add_soup(self.model, list(pref.combination), list(pref.weights), self.merge)
+                add_soup(
+                    self.model,
+                    list(pref.combination),
+                    list(pref.weights),
+                    self.merge,
+                    self.cfg.generate.soups_density,
+                )
             if lane.startswith("soups-merged:") and name not in self.merged:
                 self.scheduler.release_hooks()
                 copied = copy.deepcopy(self.model)
