@@ -114,15 +114,15 @@ def plot_front(result: dict, stem: Path) -> list[Path]:
 
     n = len(result["objectives"])
     pairs = [(0, 1)] if n == 2 else list(itertools.combinations(range(n), 2))
-    fig, axes = plt.subplots(1, len(pairs), figsize=(6.2 * len(pairs), 5.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.6 * len(pairs) + 2.2, 5.2), squeeze=False)
     for ax, (i, j) in zip(axes[0], pairs, strict=True):
         _draw(ax, result, i, j, lines=n == 2)
     title = " vs ".join(result["objectives"])
-    note = "labels: weight on " + result["objectives"][0] + "; bars: 95% bootstrap CI over prompts"
+    note = f"point labels: weight on {result['objectives'][0]}; bars: 95% bootstrap CI over prompts"
     if n == 3:
-        note += "; projections of a 3-objective front, filled: on the method's front"
+        note += "\nprojections of a 3-objective front; filled: on the method's front, hollow: dominated"
     else:
-        note += "; line: the method's front, hollow: dominated"
+        note += "\nline: the method's front; hollow: dominated points"
     fig.suptitle(f"Pareto fronts, {title} ({result['prompts']} prompts)\n{note}", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
