@@ -10,6 +10,7 @@ import sys
 import typer
 
 from rlphf_cli.errors import Failure, Interrupted, RlphfError, first_line
+from rlphf_cli.methods import NAMES as METHOD_NAMES  # the registry's table only: light to import
 
 app = typer.Typer(
     help="Personalized alignment experiments (RLPHF): experts per preference pole, Personalized Soups, "
@@ -114,11 +115,15 @@ def train_pcm(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: boo
     run_command("train-pcm", "rlphf_cli.training.pcm:train_pcm", overrides, cfg, "pcm", force)
 
 
-@app.command("generate")
+@app.command(
+    "generate",
+    help=(
+        "Decode for preferences (preference=all|P1A,P2B,P3A|P1A:0.6,P2B:0.4|@users/NAME.json) with a method: "
+        f"{'|'.join(METHOD_NAMES)} (the registry, rlphf_cli/methods/: one module each, saying what it decodes "
+        "with and whether it takes weights; one that reads only the chosen poles says so in a log line)."
+    ),
+)
 def generate(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
-    """Decode for preferences (preference=all|P1A,P2B,P3A|P1A:0.6,P2B:0.4|@users/NAME.json) with a method:
-    sft|prompted|soups|mod|uniform|genarm|pcm. Weights drive soups, mod, genarm and pcm; uniform ignores them (equal weights by
-    definition); prompted puts the texts of the poles with weight in the prompt, heaviest first."""
     run_command("generate", "rlphf_cli.decoding.generate:generate", overrides, cfg, "generate", force)
 
 
@@ -166,7 +171,7 @@ def personalize(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
 
 @app.command("serve")
 def serve(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
-    """An OpenAI-compatible HTTP server on the run's methods (model=pcm|uniform|mod|soups|sft..., body field preference)."""
+    """An OpenAI-compatible HTTP server on every method the run can decode (model=METHOD, body field preference)."""
     run_command("serve", "rlphf_cli.serving.server:serve", overrides, cfg, "serve")
 
 

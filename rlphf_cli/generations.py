@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from rlphf_cli.errors import UserError
+from rlphf_cli.methods import NAMES as METHODS  # the registered methods, in the registry's order
 from rlphf_cli.runs import (
     RunDir,
     append_jsonl,
@@ -23,7 +24,6 @@ from rlphf_cli.runs import (
     stale_error,
 )
 
-METHODS = ("sft", "prompted", "soups", "mod", "uniform", "genarm", "pcm")
 SETTING_KEYS = {
     "merge": "generate.soups_merge",
     "density": "generate.soups_density",

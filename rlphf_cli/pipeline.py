@@ -1,10 +1,10 @@
 """`rlphf pipeline`: every stage, end to end, skipping what is complete.
 
 train-sft -> pairs -> train-rm -> train-expert -> train-arm (GenARM's reward models) -> headroom -> train-pcm
--> generate (every method) -> eval (pcm against every baseline, soups against prompted, genarm against soups)
--> report -> pareto (each method's front over a weight lattice, HV and MIP). Each stage reads and writes the run
-directory, so an interrupted pipeline resumes where it stopped. `seeds=0,1,2` runs the whole pipeline once
-per seed, in `<run_dir>/seed<N>`, and closes with a report over the seeds.
+-> generate (every registered method) -> eval (the registry's plan: pcm against every baseline, soups against
+prompted, genarm against soups) -> report -> pareto (each weight-honouring method's front over a weight
+lattice, HV and MIP). Each stage reads and writes the run directory, so an interrupted pipeline resumes
+where it stopped. `seeds=0,1,2` runs the whole pipeline once per seed, in `<run_dir>/seed<N>`, and closes with a report over the seeds.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from rlphf_cli.generations import METHODS
+from rlphf_cli.methods import NAMES as METHODS
+from rlphf_cli.methods import evaluation_plan
 from rlphf_cli.runs import RunDir, atomic_write_text
 
 log = logging.getLogger(__name__)
 console = Console()
-
-BASELINES = tuple(m for m in METHODS if m != "pcm")
 
 
 def _call(target: str, cfg):
@@ -34,7 +33,9 @@ def _call(target: str, cfg):
 def _generate_all(cfg) -> None:
     from rlphf_cli.decoding.generate import ensure_generations
 
-    for method in ("pcm", *BASELINES):
+    plan = evaluation_plan()
+    first = list(dict.fromkeys(m for m, _ in plan))  # the evaluated methods first (pcm), then the rest
+    for method in dict.fromkeys([*first, *METHODS]):
         ensure_generations(cfg, method)
 
 
@@ -43,10 +44,8 @@ def _evaluate_all(cfg) -> None:
     from rlphf_cli.judges import get_judge
 
     judge = get_judge(cfg)
-    for baseline in BASELINES:
-        evaluate_pair(cfg, "pcm", baseline, judge)
-    evaluate_pair(cfg, "soups", "prompted", judge)
-    evaluate_pair(cfg, "genarm", "soups", judge)
+    for method, baseline in evaluation_plan():
+        evaluate_pair(cfg, method, baseline, judge)
 
 
 def _train_arms(cfg) -> None:

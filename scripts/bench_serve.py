@@ -12,6 +12,13 @@ soups-merged (one merged model per combination, as the P-Soups paper serves them
     python scripts/bench_serve.py runs/demo --json serve.json --device cuda
     python scripts/bench_serve.py runs/x --methods pcm soups --concurrency 8 --rounds 1 -- model.hidden_size=32
 Trailing `key=value` words after `--` are passed to `rlphf serve` (and used to read the benchmark's prompts).
+
+`--mixed` measures one batch for every method instead, in one server run: N greedy requests of one method
+(`--single`, default uniform) against the same N spread evenly over the `--mix` methods (default uniform,
+mod, pcm, soups, genarm), each workload twice in alternation (A B A B; the best of each reported), and checks
+that every mixed request's text equals the text the same request got when its method was served alone:
+
+    python scripts/bench_serve.py runs/demo --mixed --requests 48 --concurrency 48
 """
 
 from __future__ import annotations
@@ -107,6 +114,74 @@ def run_level(client, method: str, concurrency: int, rounds: int, prompts, combo
     }
 
 
+def mixed_workload(client, args, prompts, combos) -> dict:
+    """N requests of one method vs the same N spread over several methods (one server, alternated)."""
+    rng = random.Random(args.seed)
+    n = args.requests
+    picks = [(rng.choice(prompts), rng.choice(combos)) for _ in range(n)]
+    single = [(args.single, p, c) for p, c in picks]
+    mixed = [(args.mix[i % len(args.mix)], p, c) for i, (p, c) in enumerate(picks)]
+
+    def run(jobs):
+        def one(job):
+            method, prompt, combo = job
+            out = client.completions.create(
+                model=method,
+                prompt=prompt,
+                max_tokens=args.max_tokens,
+                temperature=0,
+                extra_body={"preference": combo},
+            )
+            return out.choices[0].text
+
+        with ThreadPoolExecutor(args.concurrency[0]) as pool:
+            start = time.perf_counter()
+            texts = list(pool.map(one, jobs))
+            return time.perf_counter() - start, texts
+
+    # warm-up: every method and combination once (soups made, code paths run)
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda j: client.completions.create(
+                    model=j[0],
+                    prompt=prompts[0],
+                    max_tokens=2,
+                    temperature=0,
+                    extra_body={"preference": j[1]},
+                ),
+                [(m, c) for m in dict.fromkeys([args.single, *args.mix]) for c in combos],
+            )
+        )
+    times = {"single": [], "mixed": []}
+    texts = {}
+    for _ in range(args.rounds):
+        for name, jobs in (("single", single), ("mixed", mixed)):
+            seconds, got = run(jobs)
+            times[name].append(seconds)
+            texts[name] = got
+            print(f"{name:6} {n / seconds:7.2f} req/s", file=sys.stderr, flush=True)
+    # each method alone (same requests, one method at a time): the mixed batch must change no text
+    alone = {}
+    for method in args.mix:
+        jobs = [j for j in mixed if j[0] == method]
+        _, got = run(jobs)
+        alone |= dict(zip(jobs, got, strict=True))
+    same = sum(alone[j] == t for j, t in zip(mixed, texts["mixed"], strict=True))
+    best = {k: n / min(v) for k, v in times.items()}
+    return {
+        "requests": n,
+        "concurrency": args.concurrency[0],
+        "single_method": args.single,
+        "mixed_methods": args.mix,
+        "seconds": times,
+        "single_req_per_s": best["single"],
+        "mixed_req_per_s": best["mixed"],
+        "ratio": best["mixed"] / best["single"],
+        "mixed_equal_alone": f"{same}/{n}",
+    }
+
+
 def main() -> None:
     argv = sys.argv[1:]
     overrides = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -121,6 +196,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, metavar="PATH", help="also write every figure to PATH as JSON")
+    ap.add_argument("--mixed", action="store_true", help="one method's workload vs the same over several")
+    ap.add_argument("--requests", type=int, default=48, help="--mixed: requests per workload")
+    ap.add_argument("--single", default="uniform", help="--mixed: the one method")
+    ap.add_argument("--mix", nargs="+", default=["uniform", "mod", "pcm", "soups", "genarm"])
     args = ap.parse_args(argv)
 
     from rlphf_cli.benchmarks import get_benchmark
@@ -141,6 +220,16 @@ def main() -> None:
     records = []
     try:
         served = wait_ready(client, proc, log_file.name)
+        if args.mixed:
+            missing = [m for m in [args.single, *args.mix] if m not in served]
+            if missing:
+                sys.exit(f"not served by this run: {', '.join(missing)}")
+            out = mixed_workload(client, args, prompts, combos)
+            print(json.dumps(out, indent=2))
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(out, f, indent=2)
+            return
         methods = [m for m in args.methods if m in served]
         skipped = [m for m in args.methods if m not in served]
         if skipped:

@@ -78,7 +78,8 @@ def test_pipeline_over_seeds_runs_each_seed_in_its_folder_and_sums_up(toy_run, t
     root = tmp_path / "runs"
     for seed in (0, 1):
         shutil.copytree(toy_run[0], root / f"seed{seed}")
-    for stale in ("generations", "eval", "pareto"):  # made with seed 0: seed 1 makes its own (resuming refuses them)
+    # made with seed 0: seed 1 makes its own (resuming refuses them)
+    for stale in ("generations", "eval", "pareto"):
         shutil.rmtree(root / "seed1" / stale)
     _as_if_made_with_seed(root / "seed1", 1)  # else the copies would be refused as made with seed 0
     calls = []

@@ -2,6 +2,7 @@
 the `openai` client on 127.0.0.1, returns `rlphf generate`'s greedy text for concurrent mixed requests."""
 
 import json
+import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +15,7 @@ from conftest import make_random_expert_run
 from rlphf_cli.config import compose
 from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
 from rlphf_cli.decoding.generate import ensure_generations
+from rlphf_cli.methods import NAMES as METHOD_NAMES
 from rlphf_cli.modeling import load_tokenizer
 from rlphf_cli.pcm.model import build_pcm
 from rlphf_cli.runs import RunDir
@@ -21,6 +23,7 @@ from rlphf_cli.serving.batching import Lane, Row
 from rlphf_cli.serving.methods import Backend
 from rlphf_cli.serving.server import ServerThread, build_app
 
+NAMES_SERVED = tuple(METHOD_NAMES)  # every registered method: the run holds experts, ARMs and a PCM
 PROMPTS = ["what is a cloud", "explain the moon to me", "why do birds sing"]
 TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=2"]
 
@@ -90,6 +93,9 @@ def served(tmp_path_factory):
     """A random tiny run with experts and a PCM, its greedy generations, and a server on a free port."""
     run_dir = tmp_path_factory.mktemp("serve_run")
     make_random_expert_run(run_dir)
+    arms = tmp_path_factory.mktemp("serve_arms")  # other random adapters stand in for GenARM's ARMs
+    make_random_expert_run(arms, seed=1)
+    shutil.copytree(arms / "experts", run_dir / "arms")
     prompts = run_dir / "prompts.jsonl"
     prompts.write_text(
         "".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS))
@@ -119,7 +125,7 @@ def served(tmp_path_factory):
     pcm.save(art.start())
     art.commit("pcm", None)
     expected = {}
-    for method in ("sft", "prompted", "uniform", "mod", "soups", "pcm"):
+    for method in NAMES_SERVED:
         path = ensure_generations(cfg, method)
         for r in map(json.loads, path.read_text().splitlines()):
             expected[method, r["prompt"], r["combination"]] = r["text"]
@@ -162,7 +168,7 @@ def complete(client, method, prompt, preference, **kw):
 def test_models_lists_what_the_run_can_serve(served):
     client, _ = served
     ids = [m.id for m in client.models.list().data]
-    assert ids == ["sft", "prompted", "uniform", "mod", "soups", "soups-merged", "pcm"]
+    assert ids == ["sft", "prompted", "soups", "soups-merged", "mod", "uniform", "genarm", "pcm"]
 
 
 def test_concurrent_requests_with_different_preferences_equal_generate(served):
@@ -171,8 +177,8 @@ def test_concurrent_requests_with_different_preferences_equal_generate(served):
 
     combos = [combination_name(c) for c in all_combinations(["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"])]
     jobs = [
-        (m, p, c) for m in ("uniform", "mod", "pcm", "soups", "prompted") for c in combos for p in PROMPTS
-    ]
+        (m, p, c) for m in NAMES_SERVED if m != "sft" for c in combos for p in PROMPTS
+    ]  # every method but sft (which reads no preference), genarm included
     jobs += [("sft", p, None) for p in PROMPTS]
     jobs += [("soups-merged", p, c) for c in combos[:2] for p in PROMPTS]
     jobs += [("mod", p, "P1A:0.7,P2B:0.3") for p in PROMPTS]

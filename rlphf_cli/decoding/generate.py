@@ -1,61 +1,51 @@
 """`rlphf generate`: decode the evaluation prompts for preferences with one method.
 
-Methods: sft (the base), prompted (the base with the preference texts in the prompt), soups (the chosen
-experts merged into one adapter per combination), mod (fixed weights, log-space mixing), uniform (fixed
-uniform weights, probability-space mixing), genarm (the base guided by the combination's autoregressive
-reward models, GenARM: log p_base + sum_i alpha_i log p_ARM_i, renormalised, with alpha_i the preference's
-weight i times `generate.genarm_alpha`), pcm (weights from the trained preference control model).
-GenARM's released code samples that mixture at temperature 1; here every method samples at
+The methods live in rlphf_cli/methods/, one module each, registered in `rlphf_cli.methods.TABLE` (sft,
+prompted, soups, mod, uniform, genarm, pcm, ...): each says which experts a row mixes, with which weights,
+in which space, and whether the preference texts go into the prompt. Every method samples at
 `generate.temperature`, so that the table compares methods, not temperatures.
 
-A preference's weights drive soups (the merge weights), mod (the mixture weights) and pcm (its preference
-vector). `uniform` is the unpersonalised mixture: equal weights over the preference's poles by definition, so
-it ignores given weights (said in a log line; its records keep the preference's name, so that eval pairs them
-with the weighted methods). `prompted` cannot state numbers to the model: it puts the text of every pole with
-a weight above zero in the prompt, heaviest first. `preference=@users/NAME.json` reads a user's mixture
-weights from the file `rlphf personalize` wrote (a path relative to the run directory, or any path).
+A preference's weights drive the methods that take weights (`takes_weights`: soups, mod, genarm, pcm);
+uniform, sft and prompted read only which poles are chosen (said in a log line; records keep the
+preference's name, so that eval pairs them with the weighted methods). `preference=@users/NAME.json` reads a
+user's mixture weights from the file `rlphf personalize` wrote (a path relative to the run directory, or any
+path).
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from rlphf_cli.adapters import base_model_path, load_experts
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.benchmarks.base import Prompt
 from rlphf_cli.config import to_dict
-from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
 from rlphf_cli.decoding.prompts import load_prompts_file
-from rlphf_cli.decoding.soups import MERGES, SVD_MERGES, add_soup
+from rlphf_cli.decoding.runtime import Runtime
 from rlphf_cli.errors import UserError
-from rlphf_cli.generations import METHODS, GenerationsFile
-from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
+from rlphf_cli.generations import GenerationsFile
+from rlphf_cli.methods import NAMES, get_method
+from rlphf_cli.methods.batch import plan_rows
+from rlphf_cli.methods.genarm import genarm_weights as genarm_weights  # training/arm.py imports it here
+from rlphf_cli.modeling import format_prompt
 from rlphf_cli.preferences import Preference, parse_weighted_preferences, preference_text
-from rlphf_cli.runs import RunDir, input_hash
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MIXING = {"mod": "log", "uniform": "prob", "pcm": "prob", "genarm": "log"}
 
 
 def generate(cfg) -> Path:
     return ensure_generations(cfg, cfg.generate.method)
 
 
-def genarm_weights(pref_weights, strength: float) -> list[float]:
-    """GenARM's weights over [base, ARM_1, ...] in log space: the base at 1, ARM i at alpha_i = w_i x strength."""
-    return [1.0, *(float(w) * strength for w in pref_weights)]
-
-
 def method_settings(cfg, method: str) -> dict:
     """What decides a method's outputs; resuming under other settings is refused."""
     g = cfg.generate
+    m = get_method(method)
     settings = {
         "method": method,
         "max_new_tokens": g.max_new_tokens,
@@ -66,14 +56,7 @@ def method_settings(cfg, method: str) -> dict:
         "seed": g.seed,
         "prompts": str(g.prompts) if g.prompts else f"{cfg.benchmark.name}:eval",
     }
-    if method == "soups":
-        settings["merge"] = g.soups_merge
-        if g.soups_merge in SVD_MERGES:
-            settings["density"] = g.soups_density
-    if method == "genarm":
-        settings["genarm_alpha"] = g.genarm_alpha
-    if method in DEFAULT_MIXING:
-        settings["mixing"] = g.mixing or DEFAULT_MIXING[method]
+    settings |= m.settings(cfg)
     settings["prompt_template"] = cfg.model.prompt_template
     settings["preference_in_prompt"] = preference_in_prompt(cfg, method)
     settings["inputs"] = decoded_with(cfg, method)
@@ -82,18 +65,12 @@ def method_settings(cfg, method: str) -> dict:
 
 def preference_in_prompt(cfg, method: str) -> bool:
     """Whether `method` decodes with the preference texts after the instruction (prompted always does)."""
-    return method == "prompted" or method in cfg.generate.preference_in_prompt
+    return get_method(method).preference_in_prompt(cfg)
 
 
 def decoded_with(cfg, method: str) -> dict:
-    """The inputs a method decodes with (their hashes): the base, the experts, the PCM."""
-    root = RunDir(cfg.run_dir).root
-    inputs = {"base": input_hash(root / "base")}
-    if method not in ("sft", "prompted"):
-        inputs |= {f"experts/{p}": input_hash(root / "experts" / p) for p in cfg.benchmark.poles}
-    if method == "pcm":
-        inputs["pcm"] = input_hash(root / "pcm")
-    return inputs
+    """The inputs a method decodes with (their hashes): the base, its adapters, the PCM."""
+    return get_method(method).inputs(cfg)
 
 
 def load_eval_prompts(cfg) -> list[Prompt]:
@@ -102,33 +79,30 @@ def load_eval_prompts(cfg) -> list[Prompt]:
     return get_benchmark(cfg.benchmark).eval_prompts()
 
 
-def ensure_generations(cfg, method: str) -> Path:
-    """Generate whatever is missing of `generations/<method>.jsonl` for the configured prompts and preferences."""
-    if method not in METHODS:
-        raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    if cfg.generate.soups_merge not in MERGES:
-        raise UserError(
-            f"unknown generate.soups_merge {cfg.generate.soups_merge!r}; valid: {', '.join(MERGES)}"
-        )
-    mixing = cfg.generate.mixing or DEFAULT_MIXING.get(method, "prob")
-    if mixing not in ("prob", "log"):
-        raise UserError(f"unknown generate.mixing {mixing!r}; valid: prob, log")
-    bench = get_benchmark(cfg.benchmark)
-    prefs = resolve_preferences(cfg, bench.poles)
-    if method == "uniform" and any(p.weighted for p in prefs):
-        log.info(
-            "uniform ignores preference weights by definition: equal weights over each preference's poles"
-        )
-    if method == "prompted" and any(p.weighted for p in prefs):
-        log.info("prompted states no weights: the texts of the poles with weight above zero, heaviest first")
-    prompts = load_eval_prompts(cfg)
-    out = GenerationsFile(cfg.run_dir, method)
-    unknown = [m for m in cfg.generate.preference_in_prompt if m not in METHODS]
+def check_generate_config(cfg, method: str) -> None:
+    """One line for a bad method, mixing space or `generate.preference_in_prompt` entry."""
+    m = get_method(method)
+    m.settings(cfg)  # a method checks its own settings (e.g. soups's merge)
+    if m.mixing_space(cfg) not in ("prob", "log"):
+        raise UserError(f"unknown generate.mixing {cfg.generate.mixing!r}; valid: prob, log")
+    unknown = [x for x in cfg.generate.preference_in_prompt if x not in NAMES and x != "all"]
     if unknown:
         raise UserError(
             f"unknown method(s) {', '.join(map(repr, unknown))} in generate.preference_in_prompt; "
-            f"valid: {', '.join(METHODS)}"
+            f"valid: all, {', '.join(NAMES)}"
         )
+
+
+def ensure_generations(cfg, method: str) -> Path:
+    """Generate whatever is missing of `generations/<method>.jsonl` for the configured prompts and preferences."""
+    m = get_method(method)
+    check_generate_config(cfg, method)
+    bench = get_benchmark(cfg.benchmark)
+    prefs = resolve_preferences(cfg, bench.poles)
+    for line in m.notes(prefs):
+        log.info(line)
+    prompts = load_eval_prompts(cfg)
+    out = GenerationsFile(cfg.run_dir, method)
     settings = method_settings(cfg, method)
     out.check_settings(settings, cfg.force)
     done = {(r["prompt_id"], r["combination"]) for r in out.read()}
@@ -140,7 +114,7 @@ def ensure_generations(cfg, method: str) -> Path:
             len(todo),
             len(prompts) * len(prefs),
         )
-        Generator(cfg, method, mixing, settings).run(todo, out)
+        Generator(cfg, method, m.mixing_space(cfg), settings).run(todo, out)
     else:
         log.info("generate %s: all %d pairs already in %s", method, len(prompts) * len(prefs), out.path)
     n = len(out.read())
@@ -161,9 +135,9 @@ def resolve_preferences(cfg, poles) -> list[Preference]:
 
 
 def method_prompt(cfg, method: str, text: str, pref: Preference, tokenizer=None) -> str:
-    """The model's input for an instruction (also `rlphf serve`'s). Methods in
-    `generate.preference_in_prompt` (always `prompted`) append the texts of the poles with weight, heaviest
-    first (equal weights: as written)."""
+    """The model's input for an instruction (also `rlphf serve`'s). Methods that read the preference
+    (`prompted`, and those in `generate.preference_in_prompt`) append the texts of the poles with weight,
+    heaviest first (equal weights: as written)."""
     if preference_in_prompt(cfg, method):
         order = sorted(range(len(pref.combination)), key=lambda i: -pref.weights[i])
         text = f"{text} {preference_text(tuple(pref.combination[i] for i in order if pref.weights[i] > 0))}"
@@ -172,75 +146,54 @@ def method_prompt(cfg, method: str, text: str, pref: Preference, tokenizer=None)
 
 @dataclass
 class Generator:
+    """Decodes (prompt, preference) pairs with one method on a runtime (loaded here unless given)."""
+
     cfg: object
     method: str
     mixing: str
     settings: dict
-    _model: object = field(default=None, init=False)
+    runtime: Runtime | None = None
 
     def run(self, todo: list[tuple[Prompt, Preference]], out: GenerationsFile) -> None:
-        cfg, g = self.cfg, self.cfg.generate
-        self.device = resolve_device(cfg.device)
-        base_path = base_model_path(cfg)
-        self.tokenizer = load_tokenizer(base_path, cfg.model.trust_remote_code)
-        base = load_causal_lm(base_path, cfg.model, self.device).eval()
-        poles = sorted({p for _, pref in todo for p in pref.combination})
-        if self.method in ("sft", "prompted"):
-            self.model = base
-        else:  # genarm: the combination's autoregressive reward models, named by their poles
-            self.model = load_experts(cfg, base, poles, "arms" if self.method == "genarm" else "experts")
-        self.pcm = None
-        if self.method == "pcm":
-            from rlphf_cli.pcm.provider import load_pcm
-
-            self.pcm = load_pcm(cfg, self.device, expert_poles=list(get_benchmark(cfg.benchmark).poles))
-        self.experts = AdapterExperts(self.model)  # a plain base is one expert, named BASE
-        self.sampler = Sampler(g.temperature, g.top_k, g.top_p, g.greedy)
-
+        g = self.cfg.generate
+        m = get_method(self.method)
+        rt = self.runtime = self.runtime or Runtime(self.cfg)
+        prefs = list(dict.fromkeys(pref for _, pref in todo))
+        m.load(rt, sorted({p for pref in prefs for p in pref.combination}))
+        m.prepare(rt, prefs)
+        self.sampler = rt.sampler()
         # every (prompt, preference) pair in one stream, batched by prompt length: rows of one batch may
         # carry different preferences, each row running its own experts with its own weights
-        ids = [self.tokenizer(self._prompt_text(p, pref)).input_ids for p, pref in todo]
+        ids = [rt.tokenizer(self._prompt_text(p, pref)).input_ids for p, pref in todo]
         order = sorted(range(len(todo)), key=lambda i: len(ids[i]))
-        soups = self._add_soups({pref for _, pref in todo})
         with tqdm(total=len(todo), desc=f"generate {self.method}", unit="resp") as bar:
             for start in range(0, len(order), g.batch_size):
                 rows = order[start : start + g.batch_size]
-                out.append(self._run_batch([todo[i] for i in rows], [ids[i] for i in rows], soups))
+                out.append(self._run_batch([todo[i] for i in rows], [ids[i] for i in rows]))
                 bar.update(len(rows))
-        for name in set(soups.values()):
-            self.model.delete_adapter(name)
 
     def _prompt_text(self, prompt: Prompt, pref: Preference) -> str:
-        return method_prompt(self.cfg, self.method, prompt.text, pref, self.tokenizer)
+        return method_prompt(self.cfg, self.method, prompt.text, pref, self.runtime.tokenizer)
 
-    def _run_batch(
-        self, rows: list[tuple[Prompt, Preference]], ids: list[list[int]], soups: dict
-    ) -> list[dict]:
-        g = self.cfg.generate
+    def _run_batch(self, rows: list[tuple[Prompt, Preference]], ids: list[list[int]]) -> list[dict]:
+        g, rt = self.cfg.generate, self.runtime
+        m = get_method(self.method)
         first_prompt, first_pref = rows[0]
         seed = zlib.crc32(f"{g.seed}|{self.method}|{first_pref.name}|{first_prompt.id}".encode())
-        generator = torch.Generator(self.device).manual_seed(seed)
-        active = [self._active(pref, soups) for _, pref in rows]
-        k = max(len(a) for a in active)
-        active = [a + [BASE] * (k - len(a)) for a in active]  # every row mixes k experts: BASE at weight 0
-        result = decode(
-            self.experts,
-            self._provider([pref for _, pref in rows], active),
+        generator = torch.Generator(rt.device).manual_seed(seed)
+        plan = plan_rows(rt, [(m, pref) for _, pref in rows], mixing=self.mixing)
+        result = rt.decode(
+            plan.provider,
             ids,
-            active,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
+            plan.active,
             max_new_tokens=g.max_new_tokens,
-            mixing=self.mixing,
+            mixing=plan.mixing,
             sampler=self.sampler,
             generator=generator,
-            device=self.device,
         )
-        extra = {"merge": g.soups_merge} if self.method == "soups" else {}
-        if self.method in DEFAULT_MIXING:
-            extra = {"mixing": self.mixing}
-        if self.method == "genarm":
-            extra["genarm_alpha"] = g.genarm_alpha
+        extra = m.record(self.cfg)
+        if "mixing" in extra:
+            extra["mixing"] = self.mixing
         return [
             {
                 "prompt_id": p.id,
@@ -248,7 +201,7 @@ class Generator:
                 "combination": pref.name,
                 "weights": list(pref.weights),
                 "method": self.method,
-                "text": self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                "text": rt.text(tokens),
                 "prompt_tokens": len(row_ids),
                 "new_tokens": len(tokens),
                 "seed": seed,
@@ -257,37 +210,3 @@ class Generator:
             }
             for (p, pref), row_ids, tokens in zip(rows, ids, result.tokens, strict=True)
         ]
-
-    def _add_soups(self, prefs: set[Preference]) -> dict[Preference, str]:
-        """Soups: one merged adapter per preference, all added before decoding (rows of a batch share them)."""
-        if self.method != "soups":
-            return {}
-        merge = self.cfg.generate.soups_merge
-        return {
-            pref: add_soup(
-                self.model, list(pref.combination), list(pref.weights), merge, self.cfg.generate.soups_density
-            )
-            for pref in sorted(prefs, key=lambda p: p.name)
-        }
-
-    def _active(self, pref: Preference, soups: dict) -> list[str]:
-        if self.method in ("sft", "prompted"):
-            return [BASE]
-        if self.method == "soups":
-            return [soups[pref]]
-        if self.method == "genarm":  # the base is one more row, with no adapter
-            return [BASE, *pref.combination]
-        return list(pref.combination)
-
-    def _provider(self, prefs: list[Preference], active: list[list[str]]):
-        if self.method == "pcm":
-            return self.pcm.provider(prefs, active)
-        weights = torch.zeros(len(prefs), len(active[0]))
-        for i, pref in enumerate(prefs):
-            if self.method == "genarm":
-                row = genarm_weights(pref.weights, self.cfg.generate.genarm_alpha)
-                weights[i, : len(row)] = torch.tensor(row)
-                continue
-            n = len(pref.combination) if self.method in ("uniform", "mod") else 1
-            weights[i, :n] = torch.tensor(pref.weights) if self.method == "mod" else 1.0 / n
-        return FixedWeights(weights.to(self.device))

@@ -9,7 +9,9 @@ from omegaconf import II
 
 @dataclass
 class GenerateConfig:
-    method: str = "pcm"  # sft | prompted | soups | mod | uniform | genarm | pcm
+    method: str = (
+        "pcm"  # a registered method (rlphf_cli/methods/): sft | prompted | soups | mod | uniform | ...
+    )
     # all, poles such as P1A,P2B,P3A, weights P1A:0.6,P2B:0.4 (`;` between several), or @users/NAME.json
     preference: str = "all"
     prompts: str | None = (
@@ -29,7 +31,7 @@ class GenerateConfig:
     top_p: float = 1.0
     greedy: bool = False
     batch_size: int = 16
-    # methods that decode with the preference texts after the instruction (prompted always does). The
-    # synthetic default: prompted only. P-Soups's evaluation puts them in every method's prompt.
+    # methods that decode with the preference texts after the instruction (prompted always does; `all`: every
+    # method). The synthetic default: prompted only. P-Soups's evaluation puts them in every method's prompt.
     preference_in_prompt: list[str] = field(default_factory=lambda: ["prompted"])
     seed: int = II("seed")  # the run's seed unless given: `rlphf generate seed=3` seeds the sampling

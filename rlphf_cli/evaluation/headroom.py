@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlphf_cli.config import to_dict
-from rlphf_cli.decoding.engine import FixedWeights, Sampler, decode
+from rlphf_cli.decoding.engine import FixedWeights
 from rlphf_cli.errors import UserError
 from rlphf_cli.preferences import all_combinations, split_name
 from rlphf_cli.runs import RunDir, atomic_write_json, input_hash, made_from
@@ -35,10 +35,9 @@ class MixtureBench:
     """The run's experts on one base, the tokenizer, the judge and the evaluation's sampler."""
 
     def __init__(self, cfg):
-        from rlphf_cli.adapters import base_model_path, load_experts
         from rlphf_cli.benchmarks import get_benchmark
-        from rlphf_cli.decoding.engine import AdapterExperts
-        from rlphf_cli.modeling import load_causal_lm, load_tokenizer, resolve_device, sentence_end_ids
+        from rlphf_cli.decoding.runtime import Runtime
+        from rlphf_cli.modeling import sentence_end_ids
         from rlphf_cli.rewards import get_reward
 
         self.cfg = cfg
@@ -47,24 +46,23 @@ class MixtureBench:
             raise UserError(
                 f"benchmark {self.bench.name!r} has no programmatic judge: no headroom to measure"
             )
-        self.device = resolve_device(cfg.device)
-        path = base_model_path(cfg)
-        self.tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
-        base = load_causal_lm(path, cfg.model, self.device).eval()
-        self.experts = AdapterExperts(load_experts(cfg, base, list(self.bench.poles)))
+        self.runtime = Runtime(cfg)
+        self.runtime.load_adapters("experts", list(self.bench.poles))
+        self.device, self.tokenizer, self.experts = (
+            self.runtime.device,
+            self.runtime.tokenizer,
+            self.runtime.experts,
+        )
         self.reward = get_reward(cfg, "judge")
-        g = cfg.generate
-        self.sampler = Sampler(g.temperature, g.top_k, g.top_p, g.greedy)
-        self.max_new_tokens = g.max_new_tokens
+        self.sampler = self.runtime.sampler()
+        self.max_new_tokens = cfg.generate.max_new_tokens
         self.sentence_ends = sentence_end_ids(self.tokenizer)
 
     def encode(self, text: str) -> list[int]:
-        from rlphf_cli.modeling import format_prompt
-
-        return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text, self.tokenizer)).input_ids
+        return self.runtime.encode(text)
 
     def text(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return self.runtime.text(tokens)
 
     def score(self, combination, prompts: list[str], texts: list[str]) -> torch.Tensor:
         """The judge's score averaged over the combination's poles, per response."""
@@ -76,19 +74,14 @@ class MixtureBench:
     def mixture(self, active, weights, prompt_ids, seed: int, max_new_tokens: int | None = None):
         """Tokens sampled from a fixed-weight mixture of experts: `active` the experts of every row or one
         list per row, `weights` one vector for every row or one per row (a list of vectors)."""
-        generator = torch.Generator(self.device).manual_seed(seed)
         rows = weights if isinstance(weights[0], list | tuple) else [list(weights)] * len(prompt_ids)
-        return decode(
-            self.experts,
+        return self.runtime.decode(
             FixedWeights(torch.tensor(rows, dtype=torch.float32)),
             prompt_ids,
             active,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
             max_new_tokens=max_new_tokens or self.max_new_tokens,
             sampler=self.sampler,
-            generator=generator,
-            device=self.device,
+            seed=seed,
         ).tokens
 
 

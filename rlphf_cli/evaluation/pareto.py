@@ -42,22 +42,13 @@ log = logging.getLogger(__name__)
 
 FOLDER = "pareto"
 
-# Whether each decoding method honours continuous weights. Today a small table; once the method registry
-# (rlphf_cli/methods/) lands, `method_table` reads each registered method's `takes_weights` instead.
-TAKES_WEIGHTS = {
-    "soups": True,
-    "mod": True,
-    "genarm": True,
-    "pcm": True,
-    "sft": False,
-    "prompted": False,
-    "uniform": False,
-}
-
 
 def method_table() -> dict[str, bool]:
-    """Every method the sweep can decode, and whether it takes weights: the ONE place that says so."""
-    return dict(TAKES_WEIGHTS)
+    """Every registered method and whether it takes weights (`Method.takes_weights`): the ONE place the sweep
+    learns which methods exist and which are decoded across weights (the others are reference points)."""
+    from rlphf_cli.methods import all_methods
+
+    return {m.name: m.takes_weights for m in all_methods()}
 
 
 @dataclass(frozen=True)
@@ -69,8 +60,9 @@ class SweepMethod:
 
 
 def sweep_methods(cfg) -> list[SweepMethod]:
-    """`pareto.methods` resolved: `soups:<merge>` is soups with that merge."""
+    """`pareto.methods` resolved: `soups:<merge>` is soups with another merge (`generate.soups_merge`)."""
     from rlphf_cli.decoding.soups import MERGES
+    from rlphf_cli.methods import get_method
 
     table = method_table()
     out = []
@@ -78,11 +70,12 @@ def sweep_methods(cfg) -> list[SweepMethod]:
         method, _, merge = str(spec).partition(":")
         if method not in table:
             raise UserError(f"unknown pareto method {spec!r}; valid: {', '.join(table)} (soups:<merge>)")
-        if merge and (method != "soups" or merge not in MERGES):
+        takes_merge = "merge" in get_method(method).settings_keys  # soups's generate.soups_merge
+        if merge and (not takes_merge or merge not in MERGES):
             raise UserError(
                 f"bad pareto method {spec!r}: only soups takes a merge, one of {', '.join(MERGES)}"
             )
-        label = f"soups-{merge}" if merge else method
+        label = f"{method}-{merge}" if merge else method
         extra = {"soups_merge": merge} if merge else {}
         out.append(SweepMethod(label, method, table[method], extra))
     labels = [m.label for m in out]
@@ -104,10 +97,14 @@ def objective_sets(cfg) -> list[tuple[str, ...]]:
     return sets
 
 
+# `pareto.simplex`, three objectives: MOD's 13 weight vectors, or every point of the lattice
+SIMPLEXES = {"mod": MOD_SIMPLEX_3, "lattice": None}
+
+
 def weight_grid(cfg, n_objectives: int) -> list[tuple[float, ...]]:
     p = cfg.pareto
-    if n_objectives == 3 and p.simplex == "mod":
-        return list(MOD_SIMPLEX_3)
+    if n_objectives == 3 and SIMPLEXES[p.simplex] is not None:
+        return list(SIMPLEXES[p.simplex])
     return simplex_lattice(n_objectives, p.lattice)
 
 
@@ -118,8 +115,8 @@ def check_pareto(cfg) -> None:
     p = cfg.pareto
     if p.lattice < 2:
         raise UserError(f"pareto.lattice must be at least 2 (points per axis); got {p.lattice}")
-    if p.simplex not in ("mod", "lattice"):
-        raise UserError(f"unknown pareto.simplex {p.simplex!r}; valid: mod, lattice")
+    if p.simplex not in SIMPLEXES:
+        raise UserError(f"unknown pareto.simplex {p.simplex!r}; valid: {', '.join(SIMPLEXES)}")
     for key in ("prompts", "bootstrap_samples"):
         if p[key] < 0:
             raise UserError(f"pareto.{key} must be at least 0; got {p[key]}")
@@ -172,8 +169,9 @@ def decode_method(cfg, m: SweepMethod, rows: list[tuple]) -> dict[tuple[str, str
     """Decode the rows (prompt, preference) of one method that are not decoded yet, all in one mixed stream;
     return every record by (prompt id, preference name). The one place the sweep decodes."""
     from rlphf_cli.config import to_dict
-    from rlphf_cli.decoding.generate import DEFAULT_MIXING, Generator, method_settings
+    from rlphf_cli.decoding.generate import Generator, method_settings
     from rlphf_cli.generations import GenerationsFile
+    from rlphf_cli.methods import get_method
 
     mcfg = method_config(cfg, m)
     out = GenerationsFile(cfg.run_dir, m.label, folder=f"{FOLDER}/generations")
@@ -183,8 +181,7 @@ def decode_method(cfg, m: SweepMethod, rows: list[tuple]) -> dict[tuple[str, str
     todo = [(p, pref) for p, pref in rows if (p.id, pref.name) not in done]
     if todo:
         log.info("pareto %s: %d of %d (prompt, weight) rows to decode", m.label, len(todo), len(rows))
-        mixing = mcfg.generate.mixing or DEFAULT_MIXING.get(m.method, "prob")
-        Generator(mcfg, m.method, mixing, settings).run(todo, out)
+        Generator(mcfg, m.method, get_method(m.method).mixing_space(mcfg), settings).run(todo, out)
     records = {(r["prompt_id"], r["combination"]): r for r in out.read()}
     out.commit(to_dict(mcfg), method=m.label, records=len(records), settings=settings)
     return records
@@ -245,7 +242,7 @@ def pareto(cfg) -> Path:
     log.info("pareto: %d objective sets x %d methods in %.0f s", len(sets), len(methods), summary["seconds"])
     from rich.console import Console
 
-    Console().print("\n".join(table_lines(summary)))
+    Console().print("\n".join(table_lines(summary)), markup=False, highlight=False)
     return root
 
 

@@ -76,16 +76,20 @@ class PreferenceControlModel(nn.Module):
         return vec
 
     def expert_index(self, rows: list[tuple[str, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's experts as indices into the PCM's experts [B, Ka], and which are real (not BASE padding)."""
+        """Each row's experts as indices into the PCM's experts [B, Ka], and which are real (not BASE/PAD padding)."""
+        from rlphf_cli.decoding.engine import PAD
         from rlphf_cli.decoding.stacked_lora import BASE
 
-        missing = sorted({a for row in rows for a in row if a != BASE and a not in self.experts})
+        padding = (BASE, PAD)
+        missing = sorted({a for row in rows for a in row if a not in padding and a not in self.experts})
         if missing:
             raise UserError(
                 f"the PCM was trained for experts {', '.join(self.experts)}; got {', '.join(missing)}"
             )
-        index = torch.tensor([[self.experts.index(a) if a != BASE else 0 for a in row] for row in rows])
-        real = torch.tensor([[a != BASE for a in row] for row in rows])
+        index = torch.tensor(
+            [[self.experts.index(a) if a not in padding else 0 for a in row] for row in rows]
+        )
+        real = torch.tensor([[a not in padding for a in row] for row in rows])
         return index, real
 
     def log_weights(self, logits: torch.Tensor, active=None, index=None) -> torch.Tensor:

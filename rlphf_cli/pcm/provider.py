@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from rlphf_cli.decoding.engine import rows_active, select_cache
+from rlphf_cli.decoding.engine import join_caches, pad_cache, rows_active, select_cache
 from rlphf_cli.pcm.model import PreferenceControlModel
 from rlphf_cli.preferences import Preference
 from rlphf_cli.runs import RunDir
@@ -37,6 +37,17 @@ class PCMWeights:
         select_cache(self.cache, index, front)
         self.preference = self.preference[index]
         self.active = [self.active[i] for i in index.tolist()]  # a new list: _weights re-indexes it
+
+    def join(self, other: PCMWeights, width: int, sizes: tuple[int, int]) -> None:
+        """Rows of `other` join after these (both caches left-padded to `width` positions)."""
+        join_caches(self.cache, other.cache, width)
+        self.cache = other.cache
+        self.preference = torch.cat([self.preference, other.preference])
+        self.active = self.active + other.active  # a new list: _weights re-indexes it
+
+    def pad(self, width: int) -> None:
+        """The batch grew wider (longer rows joined): left-pad the cache to `width` positions."""
+        pad_cache(self.cache, width)
 
     def _weights(self, logits):
         if self._index_for is not self.active:  # once per batch (the server replaces `active` as rows join)

@@ -191,8 +191,9 @@ def user_preference(strengths: np.ndarray, dims, poles, name: str) -> Preference
 
 
 def downstream_gain(cfg, bench, dims, users: np.ndarray, inferred: dict, features: Features) -> dict:
-    from rlphf_cli.decoding.generate import DEFAULT_MIXING, Generator, method_settings
+    from rlphf_cli.decoding.generate import Generator, method_settings
     from rlphf_cli.generations import GenerationsFile
+    from rlphf_cli.methods import get_method
 
     pc = cfg.personalize
     prompts = bench.eval_prompts()[: pc.downstream_prompts]
@@ -224,7 +225,7 @@ def downstream_gain(cfg, bench, dims, users: np.ndarray, inferred: dict, feature
         todo = [(p, pref) for pref in prefs for p in prompts if (p.id, pref.name) not in done]
         if todo:
             log.info("simulate: decoding %d %s responses", len(todo), method)
-            mixing = cfg.generate.mixing or DEFAULT_MIXING.get(method, "prob")
+            mixing = get_method(method).mixing_space(cfg)
             Generator(cfg, method, mixing, settings).run(todo, out)
         texts[method] = {(r["prompt_id"], r["combination"]): r for r in out.read()}
     # reward[label] [users, prompts] under each user's hidden reward, as a share of its largest value

@@ -1,17 +1,14 @@
 """Continuous batching over the mixture engine: rows join a running batch at the next step and leave when done.
 
-A lane is one running batch: one `Experts` object (k experts per row, fixed while rows run), one weight
-provider covering every row, one attention mask. A new row is prefilled on its own (with the others that
-arrived with it) and its KV caches - the experts' and the PCM's, DynamicCache tensors [rows, heads, T, dim] -
-are left-padded to a common length and concatenated along the batch; a finished row is cut out of every
-cache, and leading columns that no row attends to any more are dropped. Positions come from the attention
-mask (the engine's rule), so padding changes no row's output.
+A lane is one running batch, an engine `DecodeState` (decoding/engine.py) that the lane steps: rows that
+arrive are prefilled together and join it (its caches left-padded to a common length), a finished row
+leaves it (cut out of every cache; leading columns no row attends to are dropped). Positions come from the
+attention mask (the engine's rule), so padding changes no row's output.
 
-Every row carries its own experts (the engine's per-row lists, all of the lane's length k, padded with BASE
-at weight 0), so rows of any preference share one forward. The lane reads the engine's state where it lives:
-`AdapterExperts.fwd` (its cache; rows replicated per expert, row b*k + i is expert i of row b) and the
-stacked LoRA's per-row updates (prepared again when rows join or leave), `PCMWeights.cache/preference/active`
-and `FixedWeights.weights`.
+Every row carries its own experts (all of the lane's length k, padded with PAD, which runs nothing), its own
+mixing space and its preference (`spec`, read by the lane's provider): rows of every method and preference
+share one lane and one forward. `rlphf serve` runs one lane on the shared peft model, plus one per merged
+soup model (`soups-merged`).
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlphf_cli.decoding.engine import AdapterExperts, FixedWeights, Sampler, left_pad, mix
+from rlphf_cli.decoding.engine import AdapterExperts, DecodeState, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +34,16 @@ class Row:
     max_new_tokens: int
     sampler: Sampler
     emit: Callable[[str, object], None]  # ("token", id) ... then ("done", "stop"|"length") or ("error", msg)
-    experts: tuple[str, ...] = ()  # the experts the row mixes, padded to its lane's k with BASE
+    experts: tuple[str, ...] = ()  # the experts the row mixes, padded to its lane's k with PAD
     spec: object = None  # what the lane's provider needs for this row (its preference)
     tokens: list[int] = field(default_factory=list)
     cancelled: bool = False
-
-
-def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - t.shape[dim]
-    if missing == 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = missing
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-
-def join_caches(old, new, width: int) -> None:
-    """Put `old`'s rows before `new`'s, every layer left-padded to `width` positions (into `new`)."""
-    for lo, ln in zip(old.layers, new.layers, strict=True):
-        ln.keys = torch.cat([_pad_left(lo.keys, width, 2), _pad_left(ln.keys, width, 2)], dim=0)
-        ln.values = torch.cat([_pad_left(lo.values, width, 2), _pad_left(ln.values, width, 2)], dim=0)
+    mixing: str | None = None  # the row's mixing space; None: its lane's
+    method: object = None  # the row's decoding method (methods/), for the lane's provider
 
 
 class Lane:
-    """One running batch of rows that share an `Experts` object, a number of experts per row and a mixing mode."""
+    """One running batch of rows that share an `Experts` object and a number of experts per row."""
 
     def __init__(
         self,
@@ -75,31 +58,29 @@ class Lane:
         seed: int = 0,
     ):
         self.name, self.experts, self.mixing = name, experts, mixing
-        self.make_provider = provider
+        self.make_provider = provider  # the weight provider of rows that join together
         self.max_batch, self.pad, self.eos, self.device = max_batch, pad_token_id, eos_token_id, device
         self.generator = torch.Generator(device).manual_seed(seed)
+        self.state = DecodeState(experts, pad_token_id, device)
         self.rows: list[Row] = []
         self.pending: list[Row] = []
-        self.hooked = False  # the lane's LoRA hooks are on the shared model (see Scheduler)
+        self.hooked = False  # the lane's LoRA updates are on the shared model (see Scheduler)
 
     @property
     def busy(self) -> bool:
         return bool(self.rows or self.pending)
 
-    # --- the hooks of the stacked LoRA path live on a model other lanes share: one lane at a time
+    # --- the stacked LoRA updates live on a model other lanes share: one lane at a time
     def release(self) -> None:
         if self.hooked:
-            self.experts.close()
+            self.experts.suspend()
             self.hooked = False
 
     def resume(self) -> None:
-        """Install the stacked LoRA updates of the rows now running (after they changed, or another lane ran)."""
+        """Apply the updates of the rows now running (after another lane ran)."""
         self.release()
         if self.rows:
-            stacked = self.experts.stacked
-            if stacked is not None:
-                stacked.prepare([r.experts for r in self.rows])
-                self.experts._session.enter_context(stacked.applied())
+            self.experts.resume()
             self.hooked = True
 
     # --- one step: admit waiting rows, pick a token for every row, drop finished rows, feed the rest
@@ -107,7 +88,7 @@ class Lane:
         self._admit()
         if not self.rows:
             return
-        tokens = self._pick(mix(self.logp, self.weights, self.mixing))
+        tokens = self._pick(self.state.mixed())
         keep = []
         for i, (row, tok) in enumerate(zip(self.rows, tokens.tolist(), strict=True)):
             row.tokens.append(tok)
@@ -121,14 +102,14 @@ class Lane:
             else:
                 keep.append(i)
         if len(keep) < len(self.rows):
-            self._select(keep)
-            tokens = tokens[keep]
+            self.rows = [self.rows[i] for i in keep]
+            index = torch.tensor(keep, dtype=torch.long, device=self.state.mask.device)
+            self.state.leave(index)
+            tokens = tokens[index]
         if not self.rows:
-            self.release()
+            self.hooked = False  # leaving the last row lifted the updates
             return
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        self.logp = self.experts.step(tokens, self.mask)
-        self.weights = self.provider.step(tokens, self.mask)
+        self.state.step(tokens)
 
     def fail(self, message: str) -> None:
         """Something broke mid-step: every row gets the error; the lane starts afresh."""
@@ -136,6 +117,7 @@ class Lane:
             row.emit("error", message)
         self.rows, self.pending = [], []
         self.release()
+        self.state = DecodeState(self.experts, self.pad, self.device)
 
     def _admit(self) -> None:
         for r in self.pending:
@@ -146,44 +128,14 @@ class Lane:
         self.pending = [r for r in self.pending if r not in fits and not r.cancelled]
         if not fits:
             return
-        ids, mask = left_pad([r.prompt_ids for r in fits], self.pad, self.device)
-        old_cache = self.experts.fwd.cache if self.rows else None
-        logp = self.experts.prefill(ids, mask, [r.experts for r in fits])  # the new rows' hooks only
+        self.state.join(
+            [r.prompt_ids for r in fits],
+            [r.experts for r in fits],
+            self.make_provider(fits),
+            [r.mixing or self.mixing for r in fits],
+        )
         self.hooked = True
-        provider = self.make_provider(fits)
-        weights = provider.prefill(ids, mask)
-        if old_cache is None:
-            self.mask, self.logp, self.weights, self.provider = mask, logp, weights, provider
-        else:
-            width = max(self.mask.shape[1], mask.shape[1])
-            join_caches(old_cache, self.experts.fwd.cache, width)
-            _join_provider(self.provider, provider, width)
-            self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(mask, width, 1)])
-            self.logp = torch.cat([self.logp, logp])
-            self.weights = torch.cat([self.weights, weights])
-        joined = bool(old_cache is not None)
         self.rows += fits
-        self._reset_ids()
-        if joined:
-            self.resume()  # every row's LoRA updates, old and new
-
-    def _select(self, keep: list[int]) -> None:
-        self.rows = [self.rows[i] for i in keep]
-        if not keep:
-            self.mask = self.logp = self.weights = self.provider = None
-            return
-        index = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask[index]
-        front = int((mask.sum(0) == 0).long().cumprod(0).sum())  # columns no remaining row attends to
-        self.experts.select(index, front)
-        self.provider.select(index, front)
-        self.mask, self.logp, self.weights = mask[:, front:], self.logp[index], self.weights[index]
-        self._reset_ids()
-        self.resume()
-
-    def _reset_ids(self) -> None:
-        # the engine keeps the token ids for its uncached path only; the served rows always use the cache
-        self.experts.fwd.ids = torch.empty(len(self.rows) * self.experts.k, 0, dtype=torch.long)
 
     def _pick(self, logp: torch.Tensor) -> torch.Tensor:
         out = torch.empty(logp.shape[0], dtype=torch.long, device=logp.device)
@@ -195,17 +147,6 @@ class Lane:
             at = torch.tensor(idx, device=logp.device)
             out[at] = self.rows[idx[0]].sampler(logp[at], self.generator)
         return out
-
-
-def _join_provider(old, new, width: int) -> None:
-    """Put `old`'s rows before `new`'s in `old` (the lane keeps its provider object)."""
-    if isinstance(old, FixedWeights):
-        old.weights = torch.cat([old.weights, new.weights])
-        return
-    join_caches(old.cache, new.cache, width)  # the PCM: its cache, preference vectors, rows' experts
-    old.cache = new.cache
-    old.preference = torch.cat([old.preference, new.preference])
-    old.active = old.active + new.active
 
 
 class Scheduler:

@@ -18,19 +18,19 @@ import torch
 from tqdm.auto import tqdm
 
 from rlphf_cli import launcher, tracking, validate
-from rlphf_cli.adapters import base_model_path, load_experts
+from rlphf_cli.adapters import base_model_path
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import (
     BASE,
-    AdapterExperts,
     FixedWeights,
     Sampler,
     decode,
     left_pad,
     rows_active,
 )
-from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device, sentence_end_ids
+from rlphf_cli.decoding.runtime import Runtime
+from rlphf_cli.modeling import resolve_device, sentence_end_ids
 from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.pcm.provider import PCMWeights
 from rlphf_cli.preferences import Preference, all_combinations
@@ -182,17 +182,17 @@ class PCMTrainer:
         self.bench = get_benchmark(cfg.benchmark)
         self.poles = list(self.bench.poles)
         self.combinations = all_combinations(self.poles)
-        base_path = base_model_path(cfg)
-        self.tokenizer = load_tokenizer(base_path, cfg.model.trust_remote_code)
-        base = load_causal_lm(base_path, cfg.model, self.device).eval()
-        self.experts = AdapterExperts(load_experts(cfg, base, self.poles))
+        self.runtime = Runtime(cfg, self.device)
+        self.runtime.load_adapters("experts", self.poles)
+        self.tokenizer = self.runtime.tokenizer
+        self.experts = self.runtime.experts
         # reward models load as adapters beside the experts: the base is held once
         self.reward = get_reward(cfg, self.p.reward, model=self.experts.model)
         self.sampler = Sampler(temperature=self.p.temperature)
         self._references: dict[str, dict[str, float]] = {}  # prompt id -> pole -> the base's greedy score
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(format_prompt(self.cfg.model.prompt_template, text, self.tokenizer)).input_ids
+        return self.runtime.encode(text)
 
     def _decode(self, provider, prompt_ids, active, generator, record=True, greedy=False, mixing="prob"):
         return decode(
@@ -211,7 +211,7 @@ class PCMTrainer:
         )
 
     def text(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return self.runtime.text(tokens)
 
     def reference_scores(self, prompts: list) -> dict[str, dict[str, float]]:
         """Each prompt's reference response (the base, greedy) scored on every pole; made when first needed."""
@@ -369,6 +369,10 @@ def token_role(tokens: list[int], t: int, sentence_ends: set[int]) -> int:
     return 1 if tokens[t - 1] in sentence_ends else 2
 
 
+# the held-out check's variants: name -> (weights from the PCM, else uniform; mixing space)
+CHECK_VARIANTS = {"pcm": (True, "prob"), "uniform": (False, "prob"), "pcm_log_mixing": (True, "log")}
+
+
 def compare_with_uniform(
     trainer: PCMTrainer,
     pcm: PreferenceControlModel,
@@ -400,12 +404,12 @@ def compare_with_uniform(
         for method in totals:
             generator = torch.Generator(trainer.device).manual_seed(seed)
             pref = pcm.preference_vector(combination, [1 / k] * k).to(trainer.device)
+            from_pcm, mixing = CHECK_VARIANTS[method]
             provider = (
-                FixedWeights(torch.full((len(ids), k), 1 / k))
-                if method == "uniform"
-                else PCMWeights(pcm, pref.expand(len(ids), -1), list(combination))
+                PCMWeights(pcm, pref.expand(len(ids), -1), list(combination))
+                if from_pcm
+                else FixedWeights(torch.full((len(ids), k), 1 / k))
             )
-            mixing = "log" if method == "pcm_log_mixing" else "prob"
             res = trainer._decode(provider, ids, list(combination), generator, mixing=mixing)
             texts = [trainer.text(t) for t in res.tokens]
             reward = torch.zeros(len(texts))
@@ -414,7 +418,7 @@ def compare_with_uniform(
                 ref = [reference[p.id][pole] for p in prompts]
                 reward += normalised_reward(scores, ref, trainer.p.bt_scale) / k
             totals[method] += reward.tolist()
-            if method != "pcm":
+            if (from_pcm, mixing) != CHECK_VARIANTS["pcm"]:
                 continue
             for w, tokens in zip(res.weights, res.tokens, strict=True):  # where each expert carries weight
                 fifth = (torch.arange(len(w)) * 5 // max(len(w), 1)).clamp(max=4)
