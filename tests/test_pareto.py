@@ -147,6 +147,17 @@ def test_hf_scorer_reads_its_own_template(swept):
         HFRewardModel(str(rm / "missing"), "auto", 1024, torch.device("cpu"))
 
 
+def test_by_default_every_registered_method_is_swept():
+    from rlphf_cli.evaluation.pareto import method_table, sweep_methods
+
+    swept = sweep_methods(compose([]))
+    labels = [m.label for m in swept]
+    assert set(method_table()) <= set(labels) and {"soups-ties_svd", "soups-dare_linear_svd"} <= set(labels)
+    assert {m.label for m in swept if not m.takes_weights} == {"sft", "prompted", "uniform"}
+    first_reference = min(i for i, m in enumerate(swept) if not m.takes_weights)
+    assert all(not m.takes_weights for m in swept[first_reference:])  # weighted methods first
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -59,6 +59,20 @@ class SweepMethod:
     generate: dict = field(default_factory=dict, hash=False, compare=False)  # generate.* for this method
 
 
+def default_methods() -> list[str]:
+    """Every registered method, those that take weights first; soups also with the TIES and DARE merges."""
+    from rlphf_cli.decoding.soups import SVD_MERGES
+    from rlphf_cli.methods import get_method
+
+    table = method_table()
+    out = []
+    for name in sorted(table, key=lambda n: not table[n]):
+        out.append(name)
+        if "merge" in get_method(name).settings_keys:
+            out += [f"{name}:{merge}" for merge in SVD_MERGES]
+    return out
+
+
 def sweep_methods(cfg) -> list[SweepMethod]:
     """`pareto.methods` resolved: `soups:<merge>` is soups with another merge (`generate.soups_merge`)."""
     from rlphf_cli.decoding.soups import MERGES
@@ -66,7 +80,7 @@ def sweep_methods(cfg) -> list[SweepMethod]:
 
     table = method_table()
     out = []
-    for spec in cfg.pareto.methods:
+    for spec in list(cfg.pareto.methods) or default_methods():
         method, _, merge = str(spec).partition(":")
         if method not in table:
             raise UserError(f"unknown pareto method {spec!r}; valid: {', '.join(table)} (soups:<merge>)")

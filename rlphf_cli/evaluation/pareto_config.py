@@ -12,19 +12,8 @@ class ParetoConfig:
     objective_sets: str = "P1A,P1B;P2A,P2B;P3A,P3B;P2A,P3A;P1A,P2B;P1A,P2A,P3A"
     # Methods: weight-honouring ones are decoded at every lattice point, the others once per set as
     # reference markers. `soups:<merge>` is soups with another merge (generate.soups_merge's choices).
-    methods: list[str] = field(
-        default_factory=lambda: [
-            "soups",
-            "soups:ties_svd",
-            "soups:dare_linear_svd",
-            "mod",
-            "genarm",
-            "pcm",
-            "sft",
-            "prompted",
-            "uniform",
-        ]
-    )
+    # Empty: every registered method, and soups also as soups:ties_svd and soups:dare_linear_svd.
+    methods: list[str] = field(default_factory=list)
     lattice: int = 11  # points per axis of the weight lattice: 11 is 0, 0.1, ..., 1 (two objectives)
     simplex: str = "mod"  # three objectives: mod (MOD's 13 weight vectors) | lattice (every lattice point)
     prompts: int = 0  # evaluation prompts decoded (the first N; 0: every evaluation prompt)
