@@ -149,6 +149,13 @@ def headroom(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool
     run_command("headroom", "rlphf_cli.evaluation.headroom:headroom", overrides, cfg, "headroom", force)
 
 
+@app.command("pareto")
+def pareto(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG, force: bool = FORCE):
+    """Pareto fronts: every weight-honouring method decoded on a weight lattice per objective set
+    (objective_sets="P2A,P3A;P1A,P2A,P3A" lattice=11), scored per objective; HV and MIP with intervals, figures."""
+    run_command("pareto", "rlphf_cli.evaluation.pareto:pareto", overrides, cfg, "pareto", force)
+
+
 @app.command("report")
 def report(overrides: list[str] = OVERRIDES, cfg: bool = SHOW_CFG):
     """Gather every evaluation in the run directory into one table of methods x baselines."""

@@ -19,6 +19,7 @@ from rlphf_cli.decoding.generate_config import GenerateConfig
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.eval_config import EvalConfig
 from rlphf_cli.evaluation.headroom_config import HeadroomConfig
+from rlphf_cli.evaluation.pareto_config import ParetoConfig
 from rlphf_cli.personalize.personalize_config import PersonalizeConfig
 from rlphf_cli.serving.serve_config import ServeConfig
 from rlphf_cli.training.expert_config import ExpertConfig, LauncherConfig
@@ -96,6 +97,7 @@ class RootConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     headroom: HeadroomConfig = field(default_factory=HeadroomConfig)
+    pareto: ParetoConfig = field(default_factory=ParetoConfig)
     personalize: PersonalizeConfig = field(default_factory=PersonalizeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)

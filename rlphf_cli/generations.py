@@ -24,7 +24,11 @@ from rlphf_cli.runs import (
     stale_error,
 )
 
-SETTING_KEYS = {"merge": "generate.soups_merge", "prompt_template": "model.prompt_template"}
+SETTING_KEYS = {
+    "merge": "generate.soups_merge",
+    "density": "generate.soups_density",
+    "prompt_template": "model.prompt_template",
+}
 
 
 class GenerationsFile:

@@ -3,9 +3,9 @@
 train-sft -> pairs -> train-rm -> train-expert -> train-arm (GenARM's reward models) -> train-parm (PARM's one
 preference-conditioned reward model) -> headroom -> train-pcm -> generate (every registered method) -> eval (the
 registry's plan: pcm against every baseline, soups against prompted, genarm against soups, parm against genarm)
--> report. Each stage reads and writes the run
-directory, so an interrupted pipeline resumes where it stopped. `seeds=0,1,2` runs the whole pipeline once
-per seed, in `<run_dir>/seed<N>`, and closes with a report over the seeds.
+-> report -> pareto (each weight-honouring method's front over a weight lattice, HV and MIP). Each stage reads
+and writes the run directory, so an interrupted pipeline resumes where it stopped. `seeds=0,1,2` runs the whole
+pipeline once per seed, in `<run_dir>/seed<N>`, and closes with a report over the seeds.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ STAGES = [
     ("generate", _generate_all),
     ("eval", _evaluate_all),
     ("report", "rlphf_cli.evaluation.report:report"),
+    ("pareto", "rlphf_cli.evaluation.pareto:pareto"),
 ]
 
 
@@ -111,7 +112,11 @@ def pipeline(cfg) -> Path:
     from rlphf_cli.evaluation.seeds import aggregate_markdown
 
     runs = [root / f"seed{seed}" for seed in seeds]
-    text = aggregate_markdown(runs) + "\n" + "\n".join(seeds_section(runs, cfg)) + "\n"
+    from rlphf_cli.evaluation.pareto import seeds_section as pareto_seeds
+
+    text = (
+        aggregate_markdown(runs) + "\n" + "\n".join([*seeds_section(runs, cfg), *pareto_seeds(runs)]) + "\n"
+    )
     path = root / "summary.md"
     atomic_write_text(path, text)
     console.rule(f"[bold]summary over {len(seeds)} seeds")
@@ -177,6 +182,9 @@ def summarize(run: RunDir, timings: list[tuple[str, float]], seed: int, cfg=None
     if cfg is not None:
         lines += _mixtures_section(run, cfg)
     lines += _pcm_section(run)
+    pareto_table = run.root / "pareto" / "table.md"
+    if pareto_table.is_file():
+        lines += [pareto_table.read_text().strip(), ""]
     parm_rows = _parm_checks(run)
     experts = [*_manifests(run, "experts").items(), *_manifests(run, "arms").items(), *parm_rows]
     if any("win_rate_vs_base" in m.get("metrics", {}) for _, m in experts):  # none without a benchmark judge

@@ -15,7 +15,14 @@ from urllib.parse import urlparse
 from rlphf_cli.errors import UserError
 
 TRAINING_COMMANDS = ("train-sft", "train-rm", "train-expert", "train-pcm", "pipeline")
-GENERATING_COMMANDS = ("generate", "eval", "pipeline", "personalize", "serve")  # eval generates what it lacks
+GENERATING_COMMANDS = (
+    "generate",
+    "eval",
+    "pipeline",
+    "personalize",
+    "serve",
+    "pareto",
+)  # eval generates what it lacks
 TRACKING_MODES = ("online", "offline", "disabled")
 
 
@@ -44,6 +51,10 @@ def check(cfg, command: str) -> None:
             quiet.disabled = False
     if command in ("train-pcm", "pipeline"):
         check_pcm(cfg)
+    if command in ("pareto", "pipeline"):
+        from rlphf_cli.evaluation.pareto import check_pareto
+
+        check_pareto(cfg)
     if command == "serve":
         check_serve(cfg.serve)
     if command == "annotate":

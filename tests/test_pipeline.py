@@ -25,6 +25,9 @@ TOY = [
     "eval.bootstrap_samples=50",
     "headroom.max_prompts=2",
     "headroom.grid_prompts=2",
+    "pareto.prompts=2",
+    "pareto.lattice=3",
+    "pareto.bootstrap_samples=20",
 ]
 
 
@@ -52,6 +55,8 @@ def test_pipeline_runs_every_stage_and_resumes(toy_run):
         "by the decision a token makes",
         "trained with RLOO",
         "one seed",
+        "Pareto fronts: hypervolume and MIP per method",
+        "| soups-ties_svd | 3 |",
     ):
         assert part in summary, part
     assert (run_dir / "pcm" / "token_weights.png").stat().st_size > 0
@@ -77,7 +82,8 @@ def test_pipeline_over_seeds_runs_each_seed_in_its_folder_and_sums_up(toy_run, t
     root = tmp_path / "runs"
     for seed in (0, 1):
         shutil.copytree(toy_run[0], root / f"seed{seed}")
-    for stale in ("generations", "eval"):  # made with seed 0: seed 1 makes its own (resuming refuses them)
+    # made with seed 0: seed 1 makes its own (resuming refuses them)
+    for stale in ("generations", "eval", "pareto"):
         shutil.rmtree(root / "seed1" / stale)
     _as_if_made_with_seed(root / "seed1", 1)  # else the copies would be refused as made with seed 0
     calls = []
@@ -88,6 +94,7 @@ def test_pipeline_over_seeds_runs_each_seed_in_its_folder_and_sums_up(toy_run, t
     summary = pipeline(compose([f"run_dir={root}", "seeds=0,1", *TOY])).read_text()
     assert calls == [(str(root / "seed0"), 0), (str(root / "seed1"), 1)]
     assert "2 seeds" in summary and "over seeds" in summary and "sentence oracle" in summary
+    assert "## Pareto fronts over seeds" in summary and "| P2A vs P3A | pcm |" in summary
     assert summary.count("n=2") > 10  # every cell is over both seeds
     assert (root / "summary.md").read_text() == summary
 

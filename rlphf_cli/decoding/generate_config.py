@@ -17,7 +17,10 @@ class GenerateConfig:
     prompts: str | None = (
         None  # a .jsonl file with id and prompt per line; None: the benchmark's eval prompts
     )
-    soups_merge: str = "psoups"  # psoups (mean of LoRA A and B, as the P-Soups code) | delta (mean of B@A)
+    # psoups (mean of LoRA A and B, as the P-Soups code) | delta (mean of B@A) | ties_svd | dare_linear_svd
+    # (peft's TIES / DARE over the full weight deltas, cut back to a LoRA by SVD)
+    soups_merge: str = "psoups"
+    soups_density: float = 0.5  # ties_svd, dare_linear_svd: the share of each delta's entries kept
     mixing: str | None = None  # prob | log; None: the method's own (mod, genarm, parm: log; others: prob)
     # genarm: ARM i guides the base with alpha_i = (preference weight i) x genarm_alpha. 3.0 gives each pole
     # of a three-pole combination alpha 1, the strength of GenARM's own examples.

@@ -93,14 +93,15 @@ class Runtime:
             self._pcm = load_pcm(self.cfg, self.device, expert_poles=list(expert_poles))
         return self._pcm
 
-    def add_soup(self, poles, weights, merge: str) -> str:
-        """The merged adapter of `poles` with `weights` (made once) on the shared model."""
+    def add_soup(self, poles, weights, merge: str, density: float = 0.5) -> str:
+        """The merged adapter of `poles` with `weights` (made once) on the shared model (`density`: the
+        ties_svd and dare_linear_svd merges' share of entries kept)."""
         from rlphf_cli.decoding.soups import add_soup, soup_name
 
-        name = soup_name(poles, merge, weights)
+        name = soup_name(poles, merge, weights, density)
         if name not in self.model.peft_config:
             self._changing()
-            add_soup(self.model, list(poles), list(weights), merge)
+            add_soup(self.model, list(poles), list(weights), merge, density)
         return name
 
     def remove_adapter(self, name: str) -> None:

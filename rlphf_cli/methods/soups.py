@@ -1,7 +1,8 @@
 """soups: Personalized Soups, the chosen experts merged into one adapter per preference (its weights the merge
-weights; `generate.soups_merge`: psoups, the P-Soups code's mean of A and of B, or delta, mean of B@A)."""
+weights; `generate.soups_merge`: psoups, the P-Soups code's mean of A and of B, delta, mean of B@A, or peft's
+TIES / DARE over the weight deltas, ties_svd / dare_linear_svd, keeping `generate.soups_density`)."""
 
-from rlphf_cli.decoding.soups import MERGES, soup_name
+from rlphf_cli.decoding.soups import MERGES, SVD_MERGES, soup_name
 from rlphf_cli.errors import UserError
 from rlphf_cli.methods.base import Method
 
@@ -19,12 +20,20 @@ class Soups(Method):
             raise UserError(f"unknown generate.soups_merge {merge!r}; valid: {', '.join(MERGES)}")
         return merge
 
+    def settings(self, cfg) -> dict:
+        out = super().settings(cfg)
+        if self.merge(cfg) in SVD_MERGES:  # recorded only where it decides the soup (older runs keep theirs)
+            out["density"] = cfg.generate.soups_density
+        return out
+
     def prepare(self, runtime, prefs):
+        cfg = runtime.cfg
         for pref in sorted(set(prefs), key=lambda p: p.name):
-            runtime.add_soup(pref.combination, pref.weights, self.merge(runtime.cfg))
+            runtime.add_soup(pref.combination, pref.weights, self.merge(cfg), cfg.generate.soups_density)
 
     def experts(self, runtime, pref):
-        return (soup_name(pref.combination, self.merge(runtime.cfg), pref.weights),)
+        cfg = runtime.cfg
+        return (soup_name(pref.combination, self.merge(cfg), pref.weights, cfg.generate.soups_density),)
 
     def merged_model(self, runtime, pref):
         """The base with this preference's soup merged into its weights: a plain model of its own (served as
