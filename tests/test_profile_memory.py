@@ -80,3 +80,13 @@ def test_psoups_profile_at_toy_budgets_stays_under_a_memory_cap(tmp_path):
             "up_proj",
             "v_proj",
         ], artifact
+
+
+def test_the_watchdog_stops_a_process_that_outgrows_the_cap():
+    grow = (
+        "import time\nx = []\nfor _ in range(40):\n    x.append(bytearray(50 << 20))\n    time.sleep(0.05)\n"
+    )
+    code, peak, _ = run_capped(["-c", grow], cap_mb=300, timeout=60)
+    assert code != 0 and 300 < peak < 1000
+    code, peak, _ = run_capped(["-c", "x = bytearray(100 << 20)"], cap_mb=300, timeout=60)
+    assert code == 0 and peak < 300
