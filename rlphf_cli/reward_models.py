@@ -102,8 +102,10 @@ class RewardAdapters:
                 enc = self.tokenizer(batch, return_tensors="pt", padding=True).to(device)
                 ids = enc.input_ids.repeat_interleave(k, dim=0)
                 mask = enc.attention_mask.repeat_interleave(k, dim=0)
+                # positions count real tokens only: left padding must not shift absolute positions (GPT-2)
+                pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
                 with self.stacked.applied():
-                    hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+                    hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
                 # as the sequence classifier pools: the rightmost token that is not the pad token
                 positions = torch.arange(ids.shape[1], device=device)
                 last = (positions * (ids != pad).int()).argmax(-1)

@@ -111,7 +111,9 @@ def score_texts(model, tokenizer, texts: list[str], batch_size: int = 32) -> lis
     for i in range(0, len(texts), batch_size):
         batch = [t + tokenizer.eos_token for t in texts[i : i + batch_size]]
         enc = tokenizer(batch, return_tensors="pt", padding=True).to(device)
-        out += model(**enc).logits[:, 0].float().tolist()
+        # positions count real tokens only: left padding must not shift absolute positions (GPT-2)
+        pos = (enc.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out += model(**enc, position_ids=pos).logits[:, 0].float().tolist()
     return out
 
 

@@ -49,6 +49,12 @@ def check(cfg, command: str) -> None:
             parse_weighted_preferences(str(cfg.generate.preference), list(cfg.benchmark.poles))  # bad: exit 2
         finally:
             quiet.disabled = False
+    if command in ("train-rm", "train-expert", "pipeline"):
+        from rlphf_cli.adapters import check_lora_targets
+
+        check_lora_targets(
+            cfg, {"train-rm": ("rm",), "train-expert": ("expert",)}.get(command, ("rm", "expert"))
+        )
     if command in ("train-pcm", "pipeline"):
         check_pcm(cfg)
     if command in ("pareto", "pipeline"):

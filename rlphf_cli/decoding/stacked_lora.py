@@ -46,10 +46,18 @@ def adapter_names(entry) -> list[str]:
 class StackedLoRA:
     def __init__(self, model):
         from peft.tuners.lora import LoraLayer
+        from transformers.pytorch_utils import Conv1D
 
         self.model = model
-        self.layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-        for m in self.layers:
+        named = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+        self.layers = [m for _, m in named]
+        for name, m in named:
+            base = m.get_base_layer()
+            if not isinstance(base, torch.nn.Linear | Conv1D):  # GPT-2's Conv1D: peft's fan_in_fan_out
+                kind = type(base).__name__
+                raise ValueError(
+                    f"stacked LoRA decoding supports LoRA on linear layers only; {name} is {kind}"
+                )
             if any(m.use_dora.get(a, False) for a in m.lora_A):
                 raise ValueError("stacked LoRA decoding does not support DoRA adapters")
         self._stacks: dict[tuple[str, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -58,18 +66,20 @@ class StackedLoRA:
         self._mask = torch.zeros(0)
 
     def _stack(self, layer, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer's adapters `names` concatenated: A [N*r, in] and B [out, N*r], B scaled."""
-        base = layer.get_base_layer()
-        weight = base.weight
-        rank = self._rank
-        A = weight.new_zeros(len(names), rank, base.in_features)
-        B = weight.new_zeros(base.out_features, len(names), rank)
+        """The layer's adapters `names` concatenated: A [N*r, in] and B [out, N*r], B scaled.
+
+        peft's sizes, not the base layer's: GPT-2's Conv1D has no in_features and stores its weight [in, out]
+        (the LoRA factors themselves are laid out as for nn.Linear either way)."""
+        weight = layer.get_base_layer().weight
+        rank, n_in, n_out = self._rank, layer.in_features, layer.out_features
+        A = weight.new_zeros(len(names), rank, n_in)
+        B = weight.new_zeros(n_out, len(names), rank)
         for i, a in enumerate(names):
             if a in layer.lora_A:
                 r = layer.r[a]
                 A[i, :r] = layer.lora_A[a].weight.to(weight.dtype)
                 B[:, i, :r] = layer.lora_B[a].weight.to(weight.dtype) * layer.scaling[a]
-        return A.reshape(-1, base.in_features), B.reshape(base.out_features, -1)
+        return A.reshape(-1, n_in), B.reshape(n_out, -1)
 
     def prepare(self, rows: list[tuple[str, ...]]) -> None:
         """Set up the updates for rows that each carry a list of adapters (all lists of one length); one

@@ -37,7 +37,7 @@ class PreferenceControlModel(nn.Module):
             torch.tensor([poles.index(e) if e in poles else -1 for e in experts]),
             persistent=False,
         )
-        self.body = body  # a transformers LlamaModel (no LM head)
+        self.body = body  # a transformers base model (LlamaModel, GPT2Model, ...: no LM head)
         self.poles = list(poles)
         self.experts = list(experts)
         hidden = body.config.hidden_size
@@ -123,7 +123,7 @@ class PreferenceControlModel(nn.Module):
 
     @classmethod
     def load(cls, folder: Path, experts: list[str] | None = None) -> PreferenceControlModel:
-        from transformers import LlamaModel
+        from transformers import AutoModel
 
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
@@ -134,7 +134,7 @@ class PreferenceControlModel(nn.Module):
                 f"the PCM in {folder} was trained for experts [{', '.join(meta['experts'])}] "
                 f"({len(meta['experts'])}), not [{', '.join(experts)}] ({len(experts)})"
             )
-        body = LlamaModel.from_pretrained(folder)
+        body = AutoModel.from_pretrained(folder)  # a LLaMA body, or one of the experts' family (init_from)
         model = cls(body, meta["poles"], meta["experts"], meta.get("weight_prior", False))
         state = load_file(folder / HEAD_FILE)
         model.preference.weight.data.copy_(state["preference.weight"])
@@ -144,15 +144,19 @@ class PreferenceControlModel(nn.Module):
 
 
 def build_pcm(pcm_cfg, vocab_size: int, pad_token_id: int, poles: list[str], experts: list[str], seed: int):
-    """A fresh PCM: a LLaMA-style body of the configured size, or one initialised from `pcm.init_from`."""
-    from transformers import LlamaConfig, LlamaModel
+    """A fresh PCM: a LLaMA-style body of the configured size, or the body (no LM head) of `pcm.init_from`,
+    a small model of any architecture transformers knows, e.g. of the experts' family."""
+    from transformers import AutoModel, LlamaConfig, LlamaModel
 
     torch.manual_seed(seed)
     if pcm_cfg.init_from:
-        body = LlamaModel.from_pretrained(pcm_cfg.init_from)
-        if body.config.vocab_size != vocab_size:
+        body = AutoModel.from_pretrained(pcm_cfg.init_from)
+        # a family pads its embeddings to its own size (Qwen2.5 0.5B: 151936, 7B: 152064): the PCM must
+        # read every token of the experts' tokenizer
+        if body.config.vocab_size < vocab_size:
             raise UserError(
-                f"pcm.init_from={pcm_cfg.init_from} has vocabulary {body.config.vocab_size}, the experts {vocab_size}"
+                f"pcm.init_from={pcm_cfg.init_from} has vocabulary {body.config.vocab_size}, smaller than the "
+                f"experts' tokenizer ({vocab_size})"
             )
     else:
         body = LlamaModel(

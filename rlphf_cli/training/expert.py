@@ -21,7 +21,14 @@ import shutil
 from pathlib import Path
 
 from rlphf_cli import launcher, tracking
-from rlphf_cli.adapters import base_fingerprint, base_model_path, check_adapter_base, lora_config
+from rlphf_cli.adapters import (
+    adapted_modules,
+    base_fingerprint,
+    base_model_path,
+    check_adapter_base,
+    check_lora_targets,
+    lora_config,
+)
 from rlphf_cli.errors import UserError
 from rlphf_cli.runs import Artifact, RunDir, atomic_write_json, input_hash, made_from
 from rlphf_cli.training.expert_config import setting
@@ -208,6 +215,7 @@ def reward_kind(cfg) -> str:
 def _prepare(cfg, poles: list[str]) -> None:
     """Check inputs and make shared data (pairs, reward models) before any training process starts."""
     base_model_path(cfg)
+    check_lora_targets(cfg, ("expert",))
     run = RunDir(cfg.run_dir)
     if cfg.expert.algo == "ppo":
         launcher.refuse_sharded_parameters(cfg, "PPO")
@@ -265,6 +273,7 @@ def train_one_expert(cfg, pole: str) -> Path:
         pole=pole,
         algo=algo,
         base=base_fingerprint(cfg),
+        lora_target_modules=adapted_modules(work),
         metrics={
             **stats,
             **check,
@@ -355,7 +364,7 @@ def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.expert),
+        peft_config=lora_config(cfg.expert, cfg=cfg),
     )
     return _fit(trainer, checkpoints, work, pole)
 
@@ -405,7 +414,7 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.expert),
+        peft_config=lora_config(cfg.expert, cfg=cfg),
     )
     return _fit(trainer, checkpoints, work, pole)
 

@@ -79,7 +79,8 @@ class ExpertConfig:
     lora_r: int = 16  # P-Soups: LoRA r=16, alpha=32, dropout 0.05
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = None  # None: peft's default for the architecture (LLaMA: q, v)
+    # None: every linear layer of the transformer blocks, any architecture (recorded in the manifest)
+    lora_target_modules: list[str] | None = None
     learning_rate: float = 1.4e-5  # P-Soups's PPO value; the synthetic recipe raises it
     lr_scheduler: str = "linear"
     warmup_steps: float = 0  # linear warmup: steps, or a share of all steps when below 1

@@ -270,7 +270,7 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
         log.info("expert %s: resuming PPO from %s", pole, resume)
         policy = PeftModel.from_pretrained(lm, str(resume), is_trainable=True)
     else:
-        policy = get_peft_model(lm, lora_config(cfg.expert))
+        policy = get_peft_model(lm, lora_config(cfg.expert, model=lm))
     model = PolicyWithValueHead(policy, lm.config.hidden_size)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=setting(cfg, "learning_rate"), weight_decay=0.0)

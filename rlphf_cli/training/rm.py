@@ -13,7 +13,13 @@ import shutil
 from pathlib import Path
 
 from rlphf_cli import launcher, tracking
-from rlphf_cli.adapters import base_fingerprint, base_model_path, lora_config
+from rlphf_cli.adapters import (
+    adapted_modules,
+    base_fingerprint,
+    base_model_path,
+    check_lora_targets,
+    lora_config,
+)
 from rlphf_cli.rewards import load_scoring_base, score_texts
 from rlphf_cli.runs import RunDir, input_hash, made_from
 from rlphf_cli.training.pairs import PAIRS_DIR, external_pairs_dir, pole_pairs, resolve_poles, split_pairs
@@ -70,6 +76,7 @@ def train_rm(cfg) -> list[Path]:
 def _prepare(cfg, poles: list[str]) -> None:
     """Check inputs and make the pairs once, before any training process starts."""
     base_model_path(cfg)
+    check_lora_targets(cfg, ("rm",))
     for pole in poles:
         pole_pairs(cfg, pole)
 
@@ -123,7 +130,7 @@ def train_one_rm(cfg, pole: str) -> Path:
         args=args,
         train_dataset=Dataset.from_list(rm_rows(cfg, train, tokenizer)),
         processing_class=tokenizer,
-        peft_config=lora_config(rc, "SEQ_CLS"),
+        peft_config=lora_config(rc, "SEQ_CLS", model=model),
     )
     resume = last_checkpoint(checkpoints)
     if resume:
@@ -144,6 +151,7 @@ def train_one_rm(cfg, pole: str) -> Path:
         to_dict(cfg),
         pole=pole,
         base=base_fingerprint(cfg),
+        lora_target_modules=adapted_modules(work),
         metrics={
             "heldout_accuracy": accuracy,  # pairwise, against the pairs' labels (the judge)
             "heldout_pairs": len(held),

@@ -27,7 +27,8 @@ class RewardModelConfig:
     lora_r: int = 8  # P-Soups: LoRA r=8, alpha=32, dropout 0.1
     lora_alpha: int = 32
     lora_dropout: float = 0.1
-    lora_target_modules: list[str] | None = None  # None: peft's default for the architecture (LLaMA: q, v)
+    # None: every linear layer of the transformer blocks, any architecture (recorded in the manifest)
+    lora_target_modules: list[str] | None = None
     learning_rate: float = 2e-5  # P-Soups's value; the synthetic recipe raises it
     lr_scheduler: str = "linear"
     warmup_steps: float = 0  # linear warmup: steps, or a share of all steps when below 1
