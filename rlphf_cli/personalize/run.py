@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from rlphf_cli.errors import UserError
+from rlphf_cli.personalize.model import CRITERIA
 
 MODES = ("fit", "interactive", "simulate")
 
@@ -13,6 +14,10 @@ def personalize(cfg):
     mode = cfg.personalize.mode
     if cfg.personalize.l2 <= 0:
         raise UserError(f"personalize.l2 must be positive (the prior's precision), got {cfg.personalize.l2}")
+    if cfg.personalize.criterion not in CRITERIA:
+        raise UserError(
+            f"personalize.criterion must be one of {', '.join(CRITERIA)}, got {cfg.personalize.criterion!r}"
+        )
     if mode == "fit":
         from rlphf_cli.personalize.fit import fit_mode
 
