@@ -18,10 +18,20 @@ import logging
 import shutil
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from rlphf_cli import launcher, tracking
 from rlphf_cli.adapters import base_fingerprint, base_model_path, check_adapter_base, lora_config
 from rlphf_cli.errors import UserError
-from rlphf_cli.runs import Artifact, RunDir, atomic_write_json, input_hash, made_from
+from rlphf_cli.runs import (
+    BENCHMARK_NOT_TRAINED,
+    Artifact,
+    RunDir,
+    atomic_write_json,
+    input_hash,
+    made_from,
+    stage_keys,
+)
 from rlphf_cli.training.expert_config import setting
 from rlphf_cli.training.pairs import pole_pairs, resolve_poles, sample_responses
 
@@ -58,30 +68,13 @@ def _check_partial(cfg, art: Artifact, algo: str) -> None:
         atomic_write_json(stamp, current)
 
 
-EXPERT_KEYS = (
-    "seed",
-    "model.prompt_template",
-    "expert.algo",
-    "expert.lora_r",
-    "expert.lora_alpha",
-    "expert.lora_dropout",
-    "expert.lora_target_modules",
-    "expert.learning_rate",
-    "expert.lr_scheduler",
-    "expert.warmup_steps",
-    "expert.batch_size",
-    "expert.gradient_accumulation_steps",
-    "expert.max_steps",
-    "expert.num_epochs",
-    "expert.max_length",
-    "expert.max_new_tokens",
-    "expert.temperature",
-    "expert.reward",
-    "benchmark.name",
-    "benchmark.data_dir",
-    "benchmark.train_prompts",
-    "benchmark.train_prompts_split",
-)
+def expert_keys(cfg) -> tuple[str, ...]:
+    """Every setting of the expert section (the current algorithm's own sub-section, not the others'), the
+    model's and the benchmark's (less the poles other stages use and the evaluation prompt cap), and the seed."""
+    others = [
+        f"expert.{k}" for k in cfg.expert if isinstance(cfg.expert[k], DictConfig) and k != cfg.expert.algo
+    ]
+    return stage_keys(cfg, ("seed", "model", "benchmark", "expert"), ignore=(*others, *BENCHMARK_NOT_TRAINED))
 
 
 def expert_made_from(cfg, pole: str) -> dict:
@@ -95,8 +88,7 @@ def expert_made_from(cfg, pole: str) -> dict:
         inputs[f"pairs/{pole}"] = input_hash((external_pairs_dir(cfg) or root / PAIRS_DIR) / f"{pole}.json")
     elif cfg.expert.algo in ALGOS and reward_kind(cfg) == "reward_model":
         inputs[f"rm/{pole}"] = input_hash(root / "rm" / pole)
-    section = f"expert.{cfg.expert.algo}" if cfg.expert.algo in ALGOS else "expert.algo"
-    return made_from(cfg, (*EXPERT_KEYS, section), inputs)
+    return made_from(cfg, expert_keys(cfg), inputs)
 
 
 def artifact_name(algo: str, pole: str) -> str:
