@@ -76,8 +76,17 @@ def by_judge(summaries: list[Summary]) -> dict[str, list[Summary]]:
     return groups
 
 
+def run_name(run_dir: Path) -> str:
+    """How a report names its run: the folder's name (a seed folder with its parent's, `demo/seed0`), never
+    the absolute path, which says where one machine kept it and ends up in published results."""
+    run_dir = Path(run_dir)
+    if run_dir.name.startswith("seed") and run_dir.name[4:].isdigit() and run_dir.parent.name:
+        return f"{run_dir.parent.name}/{run_dir.name}"
+    return run_dir.resolve().name if run_dir.name in ("", ".", "..") else run_dir.name
+
+
 def markdown(summaries: list[Summary], run_dir: Path) -> str:
-    lines = [f"# Evaluation report: {run_dir}", "", LEGEND]
+    lines = [f"# Evaluation report: {run_name(run_dir)}", "", LEGEND]
     for group in by_judge(summaries).values():
         name = judge_name(group[0].judge)
         lines += ["", f"## Judge: {name}", "", *main_table(group), "", f"### Per pole (judge: {name})", ""]
