@@ -50,7 +50,9 @@ def arm_trainer(cfg, pole: str, checkpoints: Path, rows: list[dict] | None = Non
     from rlphf_cli.training.rm import rm_rows
 
     base = base_model_path(cfg)
-    rows = rows if rows is not None else rm_rows(cfg, pole_pairs(cfg, pole))
+    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
+    # the prompts in the model's format, as `generate method=genarm` decodes them (its chat template if any)
+    rows = rows if rows is not None else rm_rows(cfg, pole_pairs(cfg, pole), tokenizer)
     args = DPOConfig(
         **_common_args(cfg, checkpoints, f"arm-{pole}"),
         beta=setting(cfg, "beta"),
@@ -62,7 +64,7 @@ def arm_trainer(cfg, pole: str, checkpoints: Path, rows: list[dict] | None = Non
         model=base,
         args=args,
         train_dataset=Dataset.from_list(rows),
-        processing_class=load_tokenizer(base, cfg.model.trust_remote_code),
+        processing_class=tokenizer,
         peft_config=lora_config(cfg.expert),
     )
 
@@ -107,7 +109,7 @@ def guided_check(cfg, pole: str, adapter_dir: Path) -> dict:
     name = next(iter(model.peft_config))
     alpha = cfg.generate.genarm_alpha
     prompts = bench.eval_prompts()
-    ids = [tokenizer(format_prompt(cfg.model.prompt_template, p.text)).input_ids for p in prompts]
+    ids = [tokenizer(format_prompt(cfg.model.prompt_template, p.text, tokenizer)).input_ids for p in prompts]
 
     def run(active: list[str], weights: list[float], n: int, sampler: Sampler) -> list[list[str]]:
         flat = [i for i in ids for _ in range(n)]
