@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rlphf_cli.errors import UserError
+from rlphf_cli.process import in_launched_process
 
 MANIFEST = "manifest.json"
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|(^|_)token$)", re.IGNORECASE)  # not max_new_tokens
@@ -252,8 +253,6 @@ def stale_error(what: str | Path, changes: list[str], command: str | None) -> Us
 
 def force_once(path: Path, force: bool) -> bool:
     """True the first time `path` is to be redone under --force in the process the user started."""
-    from rlphf_cli.launcher import in_launched_process
-
     if not force or in_launched_process() or path in _forced:
         return False
     _forced.add(path)

@@ -13,7 +13,7 @@ import re
 import statistics
 from pathlib import Path
 
-from rlphf_cli.evaluation.report import by_judge, evaluations, rank, run_name
+from rlphf_cli.evaluation.collect import by_judge, evaluations, rank, run_name
 from rlphf_cli.evaluation.scoring import ALL, OVERALL, Summary, rescore
 from rlphf_cli.evaluation.tables import judge_name, pct
 from rlphf_cli.preferences import POLES

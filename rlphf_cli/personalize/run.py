@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 
 from rlphf_cli.errors import UserError
+from rlphf_cli.personalize.fit import fit_mode
+from rlphf_cli.personalize.interactive import interactive
 from rlphf_cli.personalize.model import CRITERIA
+from rlphf_cli.personalize.simulate import simulate
 
 MODES = ("fit", "interactive", "simulate")
 
@@ -19,15 +22,9 @@ def personalize(cfg):
             f"personalize.criterion must be one of {', '.join(CRITERIA)}, got {cfg.personalize.criterion!r}"
         )
     if mode == "fit":
-        from rlphf_cli.personalize.fit import fit_mode
-
         return fit_mode(cfg)
     if mode == "interactive":
-        from rlphf_cli.personalize.interactive import interactive
-
         return interactive(cfg, sys.stdin)
     if mode == "simulate":
-        from rlphf_cli.personalize.simulate import simulate
-
         return simulate(cfg)
     raise UserError(f"unknown personalize.mode {mode!r}; valid: {', '.join(MODES)}")

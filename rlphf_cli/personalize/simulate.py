@@ -29,7 +29,9 @@ import numpy as np
 
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
+from rlphf_cli.decoding.generate import DEFAULT_MIXING, Generator, method_settings
 from rlphf_cli.errors import UserError
+from rlphf_cli.generations import GenerationsFile
 from rlphf_cli.personalize.candidates import Features, candidate_pairs, ensure_candidates, pair_pool
 from rlphf_cli.personalize.model import (
     Posterior,
@@ -200,8 +202,6 @@ def user_preference(strengths: np.ndarray, dims, poles, name: str) -> Preference
 
 
 def downstream_gain(cfg, bench, dims, users: np.ndarray, inferred: dict, features: Features) -> dict:
-    from rlphf_cli.decoding.generate import DEFAULT_MIXING, Generator, method_settings
-    from rlphf_cli.generations import GenerationsFile
 
     pc = cfg.personalize
     prompts = bench.eval_prompts()[: pc.downstream_prompts]

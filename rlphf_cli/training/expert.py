@@ -20,9 +20,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rlphf_cli import launcher, tracking
-from rlphf_cli.adapters import base_fingerprint, base_model_path, check_adapter_base, lora_config
+from rlphf_cli import launcher
+from rlphf_cli.adapters import (
+    base_fingerprint,
+    base_model_path,
+    check_adapter_base,
+    explain_load_failure,
+    lora_config,
+)
+from rlphf_cli.benchmarks import get_benchmark
+from rlphf_cli.config import to_dict
 from rlphf_cli.errors import UserError
+from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
+from rlphf_cli.rewards import get_reward
 from rlphf_cli.runs import (
     BENCHMARK_NOT_TRAINED,
     Artifact,
@@ -32,12 +42,24 @@ from rlphf_cli.runs import (
     made_from,
     stage_keys,
 )
+from rlphf_cli.training import arm
+from rlphf_cli.training.common import common_args, fit, judge_against_base
 from rlphf_cli.training.expert_config import setting
-from rlphf_cli.training.pairs import pole_pairs, resolve_poles, sample_responses
+from rlphf_cli.training.pairs import (
+    PAIRS_DIR,
+    external_pairs_dir,
+    pole_pairs,
+    resolve_poles,
+    sample_responses,
+)
+from rlphf_cli.training.ppo import train_ppo
+from rlphf_cli.training.rm import train_rm
 
 log = logging.getLogger(__name__)
 
 ALGOS = ("dpo", "ppo", "grpo", "arm")
+# the shared pieces' old private names (they now live in training/common.py), for code written against them
+_common_args, _fit, _judge_against_base = common_args, fit, judge_against_base
 TARGET = "rlphf_cli.training.expert:train_expert"
 _STRAY_FILES = (
     "training_args.bin",
@@ -80,7 +102,6 @@ def expert_keys(cfg) -> tuple[str, ...]:
 def expert_made_from(cfg, pole: str) -> dict:
     """The settings of the expert's algorithm (its own section too) and its inputs: the base, and the
     pole's pairs (dpo) or the reward it was trained against (the pole's reward model, or the benchmark)."""
-    from rlphf_cli.training.pairs import PAIRS_DIR, external_pairs_dir
 
     root = RunDir(cfg.run_dir).root
     inputs = {"base": input_hash(root / "base")}
@@ -144,8 +165,6 @@ def _prepare(cfg, poles: list[str]) -> None:
         for pole in poles:
             pole_pairs(cfg, pole)
     elif reward_kind(cfg) == "reward_model":
-        from rlphf_cli.training.rm import train_rm
-
         for pole in poles:
             rm = run.artifact(f"rm/{pole}")
             if rm.is_complete():
@@ -162,16 +181,12 @@ def _prepare(cfg, poles: list[str]) -> None:
                 OmegaConf.merge(cfg, {"rm": {"pole": ",".join(missing)}, "launcher": {"num_processes": 1}})
             )
     else:
-        from rlphf_cli.rewards import get_reward
-
         get_reward(cfg, "judge")
     for pole in poles:  # last: a bad input above leaves nothing behind
         _check_partial(cfg, run.artifact(artifact_name(cfg.expert.algo, pole)), cfg.expert.algo)
 
 
 def train_one_expert(cfg, pole: str) -> Path:
-    from rlphf_cli.config import to_dict
-    from rlphf_cli.training import arm
 
     algo = cfg.expert.algo
     art = RunDir(cfg.run_dir).artifact(artifact_name(algo, pole))
@@ -217,47 +232,9 @@ def train_one_expert(cfg, pole: str) -> Path:
     return art.path
 
 
-def _common_args(cfg, checkpoints: Path, run_name: str) -> dict:
-    from rlphf_cli.modeling import torch_dtype
-    from rlphf_cli.training.common import trainer_kwargs
-
-    ec = cfg.expert
-    return {
-        **trainer_kwargs(cfg, checkpoints, run_name),
-        "per_device_train_batch_size": setting(cfg, "batch_size"),
-        "gradient_accumulation_steps": ec.gradient_accumulation_steps,
-        "learning_rate": setting(cfg, "learning_rate"),
-        "lr_scheduler_type": ec.lr_scheduler,
-        "warmup_steps": ec.warmup_steps,
-        "num_train_epochs": setting(cfg, "num_epochs"),
-        "max_steps": setting(cfg, "max_steps"),
-        "logging_steps": ec.logging_steps,
-        "save_steps": ec.save_steps,
-        "model_init_kwargs": {"dtype": torch_dtype(cfg.model.dtype)},
-        "trust_remote_code": cfg.model.trust_remote_code,
-    }
-
-
-def _fit(trainer, checkpoints: Path, work: Path, pole: str) -> dict:
-    from rlphf_cli.training.common import last_checkpoint, log_to_file
-
-    resume = last_checkpoint(checkpoints)
-    if resume:
-        log.info("expert %s: resuming from %s", pole, resume)
-    result = log_to_file(trainer).train(resume_from_checkpoint=resume)
-    trainer.save_model(str(work))  # the LoRA adapter; TRL/transformers write it from the main process only
-    processes = trainer.accelerator.num_processes
-    if trainer.args.should_save:
-        log.info("expert %s: adapter saved by process %d of %d", pole, trainer.args.process_index, processes)
-    tracking.finish()
-    return {"train_loss": result.training_loss, "steps": result.global_step, "processes": processes}
-
-
 def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
-
-    from rlphf_cli.modeling import format_prompt, load_tokenizer
 
     ec = cfg.expert
     base = base_model_path(cfg)
@@ -272,7 +249,7 @@ def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         for r in pole_pairs(cfg, pole)
     ]
     args = DPOConfig(
-        **_common_args(cfg, checkpoints, f"expert-{pole}-dpo"),
+        **common_args(cfg, checkpoints, f"expert-{pole}-dpo"),
         beta=ec.dpo.beta,
         loss_type=[ec.dpo.loss_type, "sft"] if ec.dpo.sft_weight > 0 else [ec.dpo.loss_type],
         loss_weights=[1.0, ec.dpo.sft_weight] if ec.dpo.sft_weight > 0 else None,
@@ -286,16 +263,12 @@ def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         processing_class=tokenizer,
         peft_config=lora_config(cfg.expert),
     )
-    return _fit(trainer, checkpoints, work, pole)
+    return fit(trainer, checkpoints, work, pole)
 
 
 def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
-
-    from rlphf_cli.benchmarks import get_benchmark
-    from rlphf_cli.modeling import format_prompt, load_tokenizer
-    from rlphf_cli.rewards import get_reward
 
     ec = cfg.expert
     g = ec.grpo
@@ -320,7 +293,7 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         for p in prompts
     ]
     args = GRPOConfig(
-        **_common_args(cfg, checkpoints, f"expert-{pole}-grpo"),
+        **common_args(cfg, checkpoints, f"expert-{pole}-grpo"),
         num_generations=g.num_generations,
         max_completion_length=ec.max_new_tokens,
         temperature=ec.temperature,
@@ -336,11 +309,10 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         processing_class=tokenizer,
         peft_config=lora_config(cfg.expert),
     )
-    return _fit(trainer, checkpoints, work, pole)
+    return fit(trainer, checkpoints, work, pole)
 
 
 def _train_ppo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
-    from rlphf_cli.training.ppo import train_ppo
 
     return train_ppo(cfg, pole, work, checkpoints, reward_kind(cfg))
 
@@ -357,10 +329,6 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     """
     import torch
     from peft import PeftModel
-
-    from rlphf_cli.adapters import explain_load_failure
-    from rlphf_cli.benchmarks import get_benchmark
-    from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
 
     bench = get_benchmark(cfg.benchmark)
     if not hasattr(bench, "compare"):
@@ -389,34 +357,8 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     del expert, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    out = {"decoding": "greedy", **_judge_against_base(bench, pole, prompts, expert_greedy, base_greedy)}
+    out = {"decoding": "greedy", **judge_against_base(bench, pole, prompts, expert_greedy, base_greedy)}
     if n > 0:
-        sampled = _judge_against_base(bench, pole, prompts, expert_sampled, base_sampled)
+        sampled = judge_against_base(bench, pole, prompts, expert_sampled, base_sampled)
         out["sampled"] = {"decoding": f"temperature {temperature:g}", "samples_per_prompt": n, **sampled}
     return out
-
-
-def _judge_against_base(bench, pole: str, prompts, expert_out, base_out) -> dict:
-    wins = losses = ties = 0
-    score_e, score_b = [], []
-    for p, outs_e, outs_b in zip(prompts, expert_out, base_out, strict=True):
-        for e, b in zip(outs_e, outs_b, strict=True):
-            verdict = bench.compare(pole, p.text, e, b)
-            wins += verdict == "A"
-            losses += verdict == "B"
-            ties += verdict == "TIE"
-            score_e.append(bench.score(pole, p.text, e))
-            score_b.append(bench.score(pole, p.text, b))
-    decided = wins + losses
-    return {
-        "win_rate_vs_base": wins / decided if decided else None,  # among non-tied judgments
-        "judgments": decided + ties,
-        "wins": wins,
-        "losses": losses,
-        "ties": ties,
-        "judge_score_expert": sum(score_e) / len(score_e),
-        "judge_score_base": sum(score_b) / len(score_b),
-        "invalid_expert": sum(s < 0 for s in score_e) / len(score_e),
-        "invalid_base": sum(s < 0 for s in score_b) / len(score_b),
-        "eval_prompts": len(prompts),
-    }
