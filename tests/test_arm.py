@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from test_pairs import TEST_OVERRIDES, new_run
+from helpers import TEST_OVERRIDES, new_run
 
 from conftest import make_random_expert_run
 from rlphf_cli.config import compose
@@ -54,6 +54,7 @@ def test_genarm_with_alpha_zero_is_the_base_token_for_token(random_arm_run, tmp_
     assert {k: r["text"] for k, r in strong.items()} != {k: r["text"] for k, r in base.items()}
 
 
+@pytest.mark.slow
 def test_arm_loss_is_genarms_loss_by_hand(tmp_path):
     """TRL's loss under ARMTrainer = mean of -logsigmoid(beta (sum logp(chosen) - sum logp(rejected))), by hand."""
     from rlphf_cli.modeling import format_prompt
@@ -107,6 +108,7 @@ def test_arm_loss_is_genarms_loss_by_hand(tmp_path):
     assert trainer.ref_model is None  # no reference model was even loaded
 
 
+@pytest.mark.slow
 def test_a_trained_arm_raises_its_poles_judge_score_when_guiding_the_base(base_run, tmp_path_factory):
     from rlphf_cli.training.expert import train_expert
 

@@ -1,7 +1,7 @@
 """`rlphf report`: every evaluation of the run in one table of methods x baselines."""
 
 import pytest
-from test_eval import config, generation_rows, write_generations
+from helpers import config, generation_rows, write_generations
 
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.evaluate import evaluate, evaluate_pair

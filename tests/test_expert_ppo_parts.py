@@ -137,7 +137,9 @@ def test_several_gpus_in_one_unlaunched_training_process_are_refused(monkeypatch
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     cfg = compose([f"run_dir={tmp_path}", "device=auto"])
-    with pytest.raises(UserError, match="2 GPUs are visible to one training process: set launcher.num_processes=2"):
+    with pytest.raises(
+        UserError, match="2 GPUs are visible to one training process: set launcher.num_processes=2"
+    ):
         trainer_kwargs(cfg, tmp_path, "x")
     trainer_kwargs(cfg, tmp_path, "x", hf_trainer=False)  # PPO's own loop: one device, no DataParallel
     monkeypatch.setenv("WORLD_SIZE", "2")  # under accelerate launch: one GPU per process

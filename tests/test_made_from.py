@@ -43,6 +43,7 @@ def test_changes_name_keys_and_inputs_and_ignore_what_was_not_recorded():
     assert made_from_changes(None, new) == [] and made_from_changes(new, new) == []
 
 
+@pytest.mark.slow
 def test_a_changed_key_stops_force_redoes_unchanged_skips(tmp_path):
     from rlphf_cli.training.sft import train_sft
 
