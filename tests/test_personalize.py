@@ -85,9 +85,9 @@ def test_active_choice_is_prefs_criterion_on_a_hand_made_posterior():
     post = Posterior(np.array([2.0, 0.0]), np.diag([3.0, 1.0]), 3)
     pairs = np.array([[1.0, 0.0], [0.0, 1.0]])
     assert most_uncertain(post, pairs) == 1
-    assert most_uncertain(post, pairs, criterion="variance") == 0
     s = 1 / (1 + np.exp(-2.0))
     assert uncertainty(post, pairs) == pytest.approx([(s * (1 - s)) ** 2 * 3.0, 0.25**2 * 1.0])
+    assert s * (1 - s) * 3.0 > 0.25 * 1.0  # with the coefficient not squared, pair 0 would be asked
 
 
 def test_active_choice_matches_prefs_code_on_fitted_posteriors():
@@ -106,15 +106,6 @@ def test_active_choice_matches_prefs_code_on_fitted_posteriors():
         exclude = [int(i) for i in rng.choice(30, size=3, replace=False)]
         candidates = [i for i in range(30) if i not in exclude]
         assert most_uncertain(post, pool, exclude) == pref_max_norm_vector(candidates, pool, m, u), trial
-
-
-def test_information_gain_criterion():
-    post = Posterior(np.array([2.0, 0.0]), np.diag([3.0, 1.0]), 3)
-    pairs = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
-    gain = uncertainty(post, pairs, "info_gain")
-    assert np.all(gain >= -1e-12) and gain[2] == pytest.approx(0, abs=1e-9)  # v = 0: nothing to learn
-    with pytest.raises(UserError, match="personalize.criterion"):
-        uncertainty(post, pairs, "nope")
 
 
 def test_dimensions_of_more_than_two_poles_are_refused():

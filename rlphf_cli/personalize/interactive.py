@@ -81,7 +81,7 @@ def interactive(cfg, stream: TextIO, console=None) -> Path | None:
     asked = [i for i, (x, y) in enumerate(pairs) if _key(x["prompt"], x["text"], y["text"]) in asked_keys]
     while len(answers) < pc.questions and len(asked) < len(pairs):
         post = fit_answers(answers, features, pc.l2)
-        i = most_uncertain(post, diffs, asked, pc.criterion)
+        i = most_uncertain(post, diffs, asked)
         a, b = pairs[i]
         show(console, len(answers) + 1, pc.questions, a["prompt"], a["text"], b["text"])
         choice = read_choice(stream, console)

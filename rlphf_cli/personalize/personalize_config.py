@@ -16,9 +16,6 @@ class PersonalizeConfig:
         "auto"  # per-pole scores phi: judge | reward_model | auto (judge where the benchmark has one)
     )
     l2: float = 1.0  # L2 penalty (Gaussian prior precision) on the signed strengths
-    # the active question: pref (PReF's released code: sigma'(s.v)^2 v^T Sigma v) | variance (sigma' not
-    # squared) | info_gain (mutual information of the answer and the strengths)
-    criterion: str = "pref"
     questions: int = 10  # interactive: how many questions to ask
     candidate_prompts: int = 24  # training prompts the candidate responses are generated for
     # simulate

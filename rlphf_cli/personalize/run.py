@@ -7,7 +7,6 @@ import sys
 from rlphf_cli.errors import UserError
 from rlphf_cli.personalize.fit import fit_mode
 from rlphf_cli.personalize.interactive import interactive
-from rlphf_cli.personalize.model import CRITERIA
 from rlphf_cli.personalize.simulate import simulate
 
 MODES = ("fit", "interactive", "simulate")
@@ -17,10 +16,6 @@ def personalize(cfg):
     mode = cfg.personalize.mode
     if cfg.personalize.l2 <= 0:
         raise UserError(f"personalize.l2 must be positive (the prior's precision), got {cfg.personalize.l2}")
-    if cfg.personalize.criterion not in CRITERIA:
-        raise UserError(
-            f"personalize.criterion must be one of {', '.join(CRITERIA)}, got {cfg.personalize.criterion!r}"
-        )
     if mode == "fit":
         return fit_mode(cfg)
     if mode == "interactive":

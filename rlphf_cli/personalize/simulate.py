@@ -3,7 +3,7 @@
 Each user's strengths are a random direction (Gaussian, normalised) times `personalize.user_scale`; an answer
 to a pair is A with probability sigmoid(lambda . (phi(A) - phi(B))) (Bradley-Terry noise). Questions come from
 the candidate pairs of two thirds of the candidate prompts; held-out answers (`heldout_pairs` per user, the
-user's own noisy answers) from the other third. For every budget and for active (`personalize.criterion`) and random
+user's own noisy answers) from the other third. For every budget and for active (PReF's criterion) and random
 questions: the cosine between inferred and hidden strengths and the accuracy on the held-out answers.
 
 Downstream (the costly part, so only at `downstream_budget` answers, active questions, the first
@@ -63,7 +63,6 @@ def ask(
     strategy: str,
     l2: float,
     rng,
-    criterion: str = "pref",
 ) -> dict[int, Posterior]:
     """One user answering up to max(budgets) questions; the posterior at each budget."""
     asked: list[int] = []
@@ -72,7 +71,7 @@ def ask(
     out = {}
     post = Posterior.prior(pool.shape[1], l2)
     for t in range(1, max(budgets) + 1):
-        idx = most_uncertain(post, pool, asked, criterion) if strategy == "active" else int(order[t - 1])
+        idx = most_uncertain(post, pool, asked) if strategy == "active" else int(order[t - 1])
         asked.append(idx)
         choices.append("A" if rng.random() < sigmoid(pool[idx] @ lam) else "B")
         post = fit(pool[asked], choices, l2)
@@ -130,9 +129,7 @@ def simulate(cfg) -> Path:
         answers_a = rng.random(len(h)) < sigmoid(held[h] @ lam)
         oracle = float(np.mean((held[h] @ lam > 0) == answers_a))
         for s, strategy in enumerate(STRATEGIES):
-            posts = ask(
-                lam, pool, budgets, strategy, pc.l2, np.random.default_rng([pc.seed, 13, u, s]), pc.criterion
-            )
+            posts = ask(lam, pool, budgets, strategy, pc.l2, np.random.default_rng([pc.seed, 13, u, s]))
             for b, post in posts.items():
                 inferred[(u, strategy, b)] = post
                 rows.append(
@@ -154,7 +151,6 @@ def simulate(cfg) -> Path:
         "users": pc.users,
         "user_scale": pc.user_scale,
         "l2": pc.l2,
-        "criterion": pc.criterion,
         "dimensions": {d: list(p) for d, p in dims.items()},
         "candidate_pairs": {"asked_from": len(pool), "held_out": len(held)},
         "hidden_strengths": users.tolist(),
@@ -273,7 +269,7 @@ def downstream_gain(cfg, bench, dims, users: np.ndarray, inferred: dict, feature
 def markdown(results: dict) -> str:
     lines = [
         f"### Personalization, simulated ({results['users']} users, hidden strength norm {results['user_scale']:g}, "
-        f"L2 {results['l2']:g}, active criterion {results.get('criterion', 'pref')})",
+        f"L2 {results['l2']:g})",
         "",
         f"Questions from {results['candidate_pairs']['asked_from']} candidate pairs; held-out answers from "
         f"{results['candidate_pairs']['held_out']} pairs of other prompts. Mean over users ± standard error; "
