@@ -9,7 +9,7 @@ RUN_DIR     ?= runs/demo
 SEEDS       ?=
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 WANDB_MODE=disabled
 
-.PHONY: install demo test lint bench gpu-check readme-results clean
+.PHONY: install demo test test-fast lint bench gpu-check readme-results clean
 
 install: $(STAMP)
 
@@ -27,9 +27,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(OFFLINE_ENV) $(BIN)/pytest tests
 
+# the tests that train no model (those marked slow are left out): minutes less than `make test`
+test-fast: $(STAMP)
+	$(OFFLINE_ENV) $(BIN)/pytest -m "not slow" tests
+
 lint: $(STAMP)
 	$(BIN)/ruff check rlphf_cli tests scripts
 	$(BIN)/ruff format --check rlphf_cli tests scripts
+	# imports run one way: the layer table and the circle check in tests/test_layering.py
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_layering.py
 
 readme-results: $(STAMP)
 	$(BIN)/python scripts/readme_results.py $(RUN_DIR)

@@ -21,6 +21,7 @@ from rlphf_cli.evaluation.eval_config import EvalConfig
 from rlphf_cli.evaluation.headroom_config import HeadroomConfig
 from rlphf_cli.evaluation.pareto_config import ParetoConfig
 from rlphf_cli.personalize.personalize_config import PersonalizeConfig
+from rlphf_cli.runs import redact
 from rlphf_cli.serving.serve_config import ServeConfig
 from rlphf_cli.training.expert_config import ExpertConfig, LauncherConfig
 from rlphf_cli.training.pcm_config import PCMConfig
@@ -194,8 +195,6 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
 
 
 def to_yaml(cfg: DictConfig) -> str:
-    from rlphf_cli.runs import redact
-
     return OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True))))
 
 

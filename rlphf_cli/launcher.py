@@ -18,9 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rlphf_cli import logs
+from rlphf_cli.config import RootConfig, config_dir, register
 from rlphf_cli.errors import Failure, RlphfError, UserError, first_line
+from rlphf_cli.process import GUARD_ENV, in_launched_process
 
-GUARD_ENV = "RLPHF_LAUNCHED"
 CONFIG_ENV = "RLPHF_LAUNCH_CONFIG"
 ACCELERATE_CONFIGS = ("ddp", "zero2", "zero3", "fsdp")
 
@@ -28,10 +30,6 @@ log = logging.getLogger(__name__)
 
 
 CRASHED = "crashed: "  # a launched process's last line when it crashed (its traceback is in the log file)
-
-
-def in_launched_process() -> bool:
-    return os.environ.get(GUARD_ENV) == "1"
 
 
 def should_prepare() -> bool:
@@ -55,8 +53,6 @@ def wait_for_everyone() -> None:
 
 
 def accelerate_config_path(name: str) -> Path:
-    from rlphf_cli.config import config_dir
-
     if name in ACCELERATE_CONFIGS:
         return config_dir() / "accelerate" / f"{name}.yaml"
     path = Path(name).expanduser()
@@ -156,8 +152,6 @@ def launch_error(stderr_tail: str, n: int, code: int) -> RlphfError:
 def _load_config():
     from omegaconf import OmegaConf
 
-    from rlphf_cli.config import RootConfig, register
-
     register()
     text = os.environ.get(CONFIG_ENV)
     if not text:
@@ -168,8 +162,6 @@ def _load_config():
 def main(argv: list[str] | None = None) -> None:
     """Entry point of each launched process: `python -m rlphf_cli.launcher module:function`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from rlphf_cli import logs
-
     path = os.environ.get(logs.LOG_FILE_ENV)
     logs.setup(Path(path) if path else None, prefix=f"[rank {process_index()}] ")
     try:

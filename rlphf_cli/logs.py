@@ -12,6 +12,8 @@ import os
 import warnings
 from pathlib import Path
 
+from rlphf_cli.runs import RunDir
+
 OURS = ("rlphf", "rlphf_cli")
 FILE_ONLY = ("rlphf.trainer", "rlphf.trace")  # a Trainer's figures; tracebacks behind a one-line error
 LOG_FILE_ENV = "RLPHF_LOG_FILE"  # launched training processes append to their parent's log file
@@ -25,8 +27,6 @@ class TerminalFilter(logging.Filter):
 
 
 def log_file(run_dir: str | Path, command: str) -> Path:
-    from rlphf_cli.runs import RunDir
-
     return RunDir(run_dir).root / "logs" / f"{command}.log"
 
 

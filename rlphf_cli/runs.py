@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rlphf_cli.errors import UserError
+from rlphf_cli.process import in_launched_process
 
 MANIFEST = "manifest.json"
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|(^|_)token$)", re.IGNORECASE)  # not max_new_tokens
@@ -149,6 +150,56 @@ MADE_FROM_FILE = "made_from.json"  # in a working folder: what a partial run (it
 _forced: set[Path] = set()  # artifacts this process already redid under --force (each is redone once)
 
 
+# Keys that change no artifact: how often to log and save checkpoints, which poles one command does (each
+# artifact is one pole), and the checks made after training (metrics in the manifest, not the weights).
+# Every other key of a stage's config sections is one of its made_from keys (`stage_keys`), so a key added
+# to a section is recorded and compared without anyone remembering to list it.
+NO_RESULT_KEYS = frozenset(
+    {
+        "sft.logging_steps",
+        "sft.save_steps",
+        "rm.pole",
+        "rm.logging_steps",
+        "rm.save_steps",
+        "expert.pole",
+        "expert.logging_steps",
+        "expert.save_steps",
+        "expert.eval_samples",
+        "pcm.save_steps",
+        "pcm.ablation",
+        "pcm.eval_prompts",
+    }
+)
+
+
+# benchmark keys no trained artifact depends on: the poles a later stage uses (each artifact is one pole's),
+# and how many evaluation prompts are read
+BENCHMARK_NOT_TRAINED = ("benchmark.poles", "benchmark.max_eval_prompts")
+
+
+def stage_keys(cfg, sections, ignore=()) -> tuple[str, ...]:
+    """A stage's made_from keys: every leaf key under the dotted `sections` (a section may be a single key),
+    less NO_RESULT_KEYS and `ignore` (keys, or sub-sections such as another algorithm's settings)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    skip = NO_RESULT_KEYS | set(ignore)
+    out: list[str] = []
+
+    def walk(key: str) -> None:
+        if key in skip:
+            return
+        node = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        if isinstance(node, DictConfig):
+            for child in node:
+                walk(f"{key}.{child}")
+        else:
+            out.append(key)
+
+    for section in sections:
+        walk(section)
+    return tuple(out)
+
+
 def made_from(cfg, keys, inputs: dict[str, str | None] | None = None) -> dict:
     """The config values an artifact depends on (dotted `keys`) and its inputs' hashes (name -> hash)."""
     from omegaconf import OmegaConf
@@ -202,8 +253,6 @@ def stale_error(what: str | Path, changes: list[str], command: str | None) -> Us
 
 def force_once(path: Path, force: bool) -> bool:
     """True the first time `path` is to be redone under --force in the process the user started."""
-    from rlphf_cli.launcher import in_launched_process
-
     if not force or in_launched_process() or path in _forced:
         return False
     _forced.add(path)

@@ -428,7 +428,7 @@ def section_dpo(args, device, dtype, out: Path) -> int:
     from rlphf_cli.benchmarks import get_benchmark
     from rlphf_cli.config import compose
     from rlphf_cli.modeling import format_prompt, load_tokenizer
-    from rlphf_cli.training.expert import _common_args
+    from rlphf_cli.training.common import common_args
     from rlphf_cli.training.expert_config import setting
 
     info, _ = run_config(args)
@@ -473,7 +473,7 @@ def section_dpo(args, device, dtype, out: Path) -> int:
     trainer = DPOTrainer(
         model=base,
         args=DPOConfig(
-            **_common_args(cfg, args.work / "dpo_checkpoints", "gpu-check-dpo"),
+            **common_args(cfg, args.work / "dpo_checkpoints", "gpu-check-dpo"),
             beta=cfg.expert.dpo.beta,
             loss_type=[cfg.expert.dpo.loss_type],
             max_length=cfg.expert.max_length,

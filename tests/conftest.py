@@ -118,3 +118,37 @@ def add_random_parm(run_dir, seed=0):
     art = RunDir(run_dir).artifact("parm")
     make_random_parm(art.start(), seed)
     art.commit("parm", None, algo="random", poles=PARM_POLES)
+
+
+@pytest.fixture
+def api():
+    """A fake OpenAI-compatible judge server on 127.0.0.1 (helpers.FakeJudgeAPI)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from helpers import FakeJudgeAPI
+
+    fake = FakeJudgeAPI()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status, payload = fake.handle(self.headers, body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    yield fake
+    server.shutdown()
+    server.server_close()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from fastapi.testclient import TestClient
-from test_eval import generation_rows, write_generations
+from helpers import generation_rows, write_generations
 
 from rlphf_cli.annotate.server import build_app
 from rlphf_cli.annotate.study import answers_path, make_study, study_path

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from test_pairs import TEST_OVERRIDES, new_run
+from helpers import TEST_OVERRIDES, new_run
 
 from conftest import make_random_expert_run
 from rlphf_cli.config import compose
@@ -54,6 +54,7 @@ def test_genarm_with_alpha_zero_is_the_base_token_for_token(random_arm_run, tmp_
     assert {k: r["text"] for k, r in strong.items()} != {k: r["text"] for k, r in base.items()}
 
 
+@pytest.mark.slow
 def test_arm_loss_is_genarms_loss_by_hand(tmp_path):
     """TRL's loss under ARMTrainer = mean of -logsigmoid(beta (sum logp(chosen) - sum logp(rejected))), by hand."""
     from rlphf_cli.modeling import format_prompt
@@ -107,6 +108,7 @@ def test_arm_loss_is_genarms_loss_by_hand(tmp_path):
     assert trainer.ref_model is None  # no reference model was even loaded
 
 
+@pytest.mark.slow
 def test_a_trained_arm_raises_its_poles_judge_score_when_guiding_the_base(base_run, tmp_path_factory):
     from rlphf_cli.training.expert import train_expert
 
@@ -130,3 +132,66 @@ def test_a_trained_arm_raises_its_poles_judge_score_when_guiding_the_base(base_r
     assert check["judgments"] == 48 and check["decoding"].startswith("greedy, guiding the base")
     # P2A (concise): greedy outputs of the base guided by the ARM against the base alone, 48 held-out prompts
     assert check["judge_score_expert"] >= check["judge_score_base"] + 0.2, check
+
+
+CHAT = (
+    "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}[assistant] {% endif %}"
+)
+
+
+@pytest.fixture
+def chat_arm_run(tmp_path):
+    """A random run whose base tokenizer has a chat template, with a random adapter as the P1A ARM."""
+    from rlphf_cli.modeling import load_tokenizer
+
+    make_random_expert_run(tmp_path, poles=("P1A",))
+    tokenizer = load_tokenizer(str(tmp_path / "base"), False)
+    tokenizer.chat_template = CHAT
+    tokenizer.save_pretrained(tmp_path / "base")
+    shutil.copytree(tmp_path / "experts", tmp_path / "arms")
+    return tmp_path
+
+
+@pytest.mark.parametrize("template", ["auto", "chat"])
+def test_arms_train_and_are_checked_on_prompts_in_the_chat_template(chat_arm_run, monkeypatch, template):
+    """ARMs see the prompts `generate method=genarm` decodes: the tokenizer's chat template (auto or chat)."""
+    from rlphf_cli.modeling import format_prompt, load_tokenizer
+    from rlphf_cli.training import arm
+
+    cfg = compose([f"run_dir={chat_arm_run}", *TINY, f"model.prompt_template={template}"])
+    tokenizer = load_tokenizer(str(chat_arm_run / "base"), False)
+    pair = {"user_input": "tell me about the sea", "completion_a": "a", "completion_b": "b"}
+    monkeypatch.setattr(arm, "pole_pairs", lambda cfg, pole: [pair])
+    seen = {}
+
+    class Capture:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr(arm, "_arm_trainer_class", lambda: Capture)
+    arm.arm_trainer(cfg, "P1A", chat_arm_run / "checkpoints")
+    (prompt,) = seen["train_dataset"]["prompt"]
+    assert prompt == format_prompt("chat", pair["user_input"], tokenizer) and "[assistant]" in prompt
+
+    encoded = []
+    real = tokenizer.__class__.__call__
+
+    def spy(self, text, *args, **kwargs):
+        encoded.append(text)
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer.__class__, "__call__", spy)
+    check = compose(
+        [
+            f"run_dir={chat_arm_run}",
+            *TINY,
+            f"model.prompt_template={template}",
+            "benchmark.max_eval_prompts=2",
+        ]
+        + ["expert.max_new_tokens=3", "expert.eval_samples=0"]
+    )
+    result = arm.guided_check(check, "P1A", chat_arm_run / "arms" / "P1A")
+    assert result  # judged: the guided base against the base
+    prompts = [t for t in encoded if isinstance(t, str) and t.startswith("<s>[user] ")]
+    assert len(prompts) == 2 and all(t.endswith("\n[assistant] ") for t in prompts)

@@ -3,7 +3,7 @@ their own space, and a composite provider routes rows to their own weights."""
 
 import pytest
 import torch
-from test_engine import EOS, NAMES, PAD, PROMPTS, tiny_base, with_experts
+from helpers import EOS, NAMES, PAD, PROMPTS, tiny_base, with_experts
 
 from rlphf_cli.decoding.engine import (
     BASE,

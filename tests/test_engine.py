@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from helpers import EOS, NAMES, PAD, VOCAB, tiny_base, with_experts
 
 from rlphf_cli.decoding.engine import (
     BASE,
@@ -15,37 +14,7 @@ from rlphf_cli.decoding.engine import (
     mix,
 )
 
-VOCAB, EOS, PAD = 64, 2, 0
-NAMES = ["P1A", "P2B", "P3A"]
 PROMPTS = [[5, 9, 11, 3], [7, 8], [12, 13, 14, 15, 16, 17]]
-
-
-def tiny_base(seed=0):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def with_experts(base):
-    lora = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], lora_dropout=0.0)
-    model = get_peft_model(base, LoraConfig(**lora), adapter_name=NAMES[0])
-    for name in NAMES[1:]:
-        model.add_adapter(name, LoraConfig(**lora))
-    gen = torch.Generator().manual_seed(1)
-    for n, p in model.named_parameters():
-        if "lora_" in n:
-            p.data.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

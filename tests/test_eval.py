@@ -1,76 +1,18 @@
 """`rlphf eval` on hand-written generations from the synthetic world, judged by the synthetic judge."""
 
 import json
-import random
 import subprocess
 import sys
 import types
 
 import pytest
+from helpers import config, generation_rows, write_generations
 
-from rlphf_cli.benchmarks.synthetic import SyntheticWorld
-from rlphf_cli.config import compose
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.evaluate import evaluate, evaluate_pair, swapped
 from rlphf_cli.evaluation.scoring import ALL, OVERALL, rescore, summarize
 from rlphf_cli.evaluation.tables import csv_text, markdown
 from rlphf_cli.judges import Verdict
-from rlphf_cli.preferences import all_combinations, combination_name
-
-WORLD = SyntheticWorld()
-CORE = ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]
-LEVEL_OF_POLE = {
-    "P1A": ("register", 0.0),
-    "P1B": ("register", 1.0),
-    "P2A": ("amount", 0),
-    "P2B": ("amount", 2),
-    "P3A": ("tone", 1),
-    "P3B": ("tone", -1),
-}
-
-
-def generation_rows(method, aligned, n_prompts=4, combos=None, seed=0):
-    """One response per eval prompt and combination: following the combination (aligned) or neutral."""
-    rng = random.Random(f"{method}-{seed}")
-    rows = []
-    for prompt in WORLD.prompts("eval")[:n_prompts]:
-        topic = WORLD.topic_of(prompt.text)
-        for combo in combos or all_combinations(CORE):
-            levels = {"register": 0.5, "amount": 1, "tone": 0}
-            if aligned:
-                levels.update(LEVEL_OF_POLE[p] for p in combo)
-            text = WORLD.render(topic, levels["amount"], levels["register"], levels["tone"], rng)
-            rows.append(
-                {
-                    "prompt_id": prompt.id,
-                    "prompt": prompt.text,
-                    "combination": combination_name(combo),
-                    "method": method,
-                    "text": text,
-                    "prompt_tokens": 6,
-                    "new_tokens": 30,
-                    "seed": seed,
-                }
-            )
-    return rows
-
-
-def write_generations(run_dir, method, rows=None, complete=True, **kw):
-    """Write generations/<method>.jsonl (and its manifest, which marks it complete)."""
-    rows = generation_rows(method, method != "soups", **kw) if rows is None else rows
-    folder = run_dir / "generations"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{method}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if complete:
-        (folder / f"{method}.manifest.json").write_text(
-            json.dumps({"kind": "generations", "records": len(rows)})
-        )
-    return path
-
-
-def config(run_dir, *overrides):
-    return compose([f"run_dir={run_dir}", "eval.bootstrap_samples=200", *overrides])
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_eval import WORLD, config, write_generations
+from helpers import WORLD, config, write_generations
 
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.evaluate import evaluate

@@ -5,97 +5,18 @@ import re
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from test_eval import WORLD, config, generation_rows, write_generations
+from helpers import config, generation_rows, write_generations
 
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.evaluate import evaluate
 from rlphf_cli.evaluation.scoring import ALL, rescore
 from rlphf_cli.judges import Comparison
 from rlphf_cli.judges.llm import JudgeCache, LLMJudge, parse_verdict
-from rlphf_cli.judges.llm_prompts import CRITERIA
 
 SECRET = "sk-test-not-a-real-key-7f3a"
 COMBOS = [("P1A", "P2A", "P3A"), ("P1B", "P2B", "P3B")]
-
-
-def between(text, start, end):
-    return text.split(start, 1)[1].split(end, 1)[0].strip()
-
-
-class FakeJudgeAPI:
-    """Answers chat completions like a judge that follows the synthetic world's scores."""
-
-    def __init__(self):
-        self.requests = []
-        self.fail_first = 0  # answer this many requests with HTTP 500 first
-        self.status = 200  # answer every request with this status when not 200
-        self.unparseable_poles = set()
-        self.empty = 0  # answer this many requests with no text first (-1: every one)
-        self.lock = threading.Lock()
-
-    def answer(self, body):
-        with self.lock:
-            if self.empty:
-                self.empty -= self.empty > 0
-                return ""
-        user = body["messages"][-1]["content"]
-        (pole,) = [p for p, text in CRITERIA.items() if text in user]
-        if pole in self.unparseable_poles:
-            return "Both responses have their merits and I cannot pick one."
-        prompt = between(user, "[Instruction]", "[Response A]")
-        a = between(user, "[Response A]", "[End of Response A]")
-        b = between(user, "[Response B]", "[End of Response B]")
-        verdict = WORLD.compare(pole, prompt, a, b)
-        return f"On this criterion the {'two are alike' if verdict == 'TIE' else verdict + ' is better'}.\n**Verdict:** {verdict}"
-
-    def handle(self, headers, body):
-        with self.lock:
-            self.requests.append({"auth": headers.get("Authorization"), "body": body})
-            if self.fail_first > 0:
-                self.fail_first -= 1
-                return 500, {"error": {"message": "overloaded", "type": "server_error"}}
-        if self.status != 200:
-            return self.status, {"error": {"message": "no", "type": "invalid_request_error"}}
-        message = {"role": "assistant", "content": self.answer(body)}
-        return 200, {
-            "id": "cmpl-1",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-        }
-
-
-@pytest.fixture
-def api():
-    fake = FakeJudgeAPI()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status, payload = fake.handle(self.headers, body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield fake
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """`rlphf report`: every evaluation of the run in one table of methods x baselines."""
 
 import pytest
-from test_eval import config, generation_rows, write_generations
+from helpers import config, generation_rows, write_generations
 
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.evaluate import evaluate, evaluate_pair
@@ -32,6 +32,17 @@ def test_report_gathers_every_evaluation(tmp_path):
     assert soups[2].strip(" |") == "—"  # soups vs soups was not evaluated
     assert "| pcm vs soups |" in text and "P3B" in text  # the per-pole table
     assert "mod" not in text
+    assert text.startswith(f"# Evaluation report: {tmp_path.name}\n")  # the run's name, not where it is
+    assert str(tmp_path.parent) not in text
+
+
+def test_report_heading_names_the_run():
+    from pathlib import Path
+
+    from rlphf_cli.evaluation.report import run_name
+
+    assert run_name(Path("/home/someone/runs/demo")) == "demo"
+    assert run_name(Path("/home/someone/runs/demo/seed2")) == "demo/seed2"
 
 
 def test_report_separates_judges(tmp_path, monkeypatch):

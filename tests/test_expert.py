@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from test_pairs import TEST_OVERRIDES, new_run, shared_run
+from helpers import TEST_OVERRIDES, new_run, shared_run
 
 from rlphf_cli.config import compose
 from rlphf_cli.errors import UserError
@@ -30,6 +30,7 @@ def _check(run, pole):
     return RunDir(run).artifact(f"experts/{pole}").manifest()["metrics"]
 
 
+@pytest.mark.slow
 def test_dpo_expert_beats_the_base_on_its_pole(base_run, root):
     run = new_run(base_run, root, "dpo_run")
     train_expert(_cfg(run, "expert.pole=P2A", "expert.algo=dpo"))
@@ -51,6 +52,7 @@ def test_dpo_expert_beats_the_base_on_its_pole(base_run, root):
     assert check["win_rate_vs_base"] >= 0.65, check
 
 
+@pytest.mark.slow
 def test_experts_load_together_under_their_pole_names(base_run, root):
     from peft import PeftModel
 
@@ -64,6 +66,7 @@ def test_experts_load_together_under_their_pole_names(base_run, root):
     assert set(model.peft_config) == {"P2A", "P2B"}
 
 
+@pytest.mark.slow
 def test_grpo_raises_the_poles_judge_score(base_run, root):
     run = new_run(base_run, root, "grpo_run", with_pairs=False)
     train_expert(_cfg(run, "expert.pole=P3A", "expert.algo=grpo", "expert.grpo.max_steps=30"))
@@ -72,6 +75,7 @@ def test_grpo_raises_the_poles_judge_score(base_run, root):
     assert check["judge_score_expert"] >= check["judge_score_base"] + 0.25, check
 
 
+@pytest.mark.slow
 def test_ppo_against_the_poles_reward_model_raises_its_judge_score(base_run, root, caplog):
     run = shared_run(base_run, root)  # its P2A reward model is trained here if test_rm has not made it
     with caplog.at_level("INFO"):
@@ -84,6 +88,7 @@ def test_ppo_against_the_poles_reward_model_raises_its_judge_score(base_run, roo
     shutil.rmtree(run / "experts")
 
 
+@pytest.mark.slow
 def test_ppo_resumes_from_its_checkpoint(base_run, root, caplog):
     from rlphf_cli.training.ppo import last_ppo_checkpoint, train_ppo
 
@@ -107,6 +112,7 @@ def _with(cfg, max_steps):
     return OmegaConf.merge(cfg, {"expert": {"ppo": {"max_steps": max_steps}}})
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_last_checkpoint(base_run, root):
     run = new_run(base_run, root, "resume_run")
     args = [
@@ -133,6 +139,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(base_run, root):
     assert art.is_complete() and not art.work.exists() and art.manifest()["metrics"]["steps"] == 40
 
 
+@pytest.mark.slow
 def test_unknown_pole_or_algorithm_is_one_line_and_exit_2(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "rlphf_cli", "train-expert", f"run_dir={tmp_path}", "pole=P9Z"],
@@ -149,6 +156,7 @@ def test_unknown_pole_or_algorithm_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "experts").exists()
 
 
+@pytest.mark.slow
 def test_missing_base_and_bad_pairs_leave_nothing_behind(base_run, tmp_path):
     with pytest.raises(UserError, match="no base model"):
         train_expert(_cfg(tmp_path, "expert.pole=P1A"))
@@ -161,6 +169,7 @@ def test_missing_base_and_bad_pairs_leave_nothing_behind(base_run, tmp_path):
     assert not (run / "experts").exists()
 
 
+@pytest.mark.slow
 def test_tokenizer_without_pad_token_is_given_one_with_one_warning(base_run, tmp_path, caplog):
     from transformers import AutoTokenizer
 
@@ -175,6 +184,7 @@ def test_tokenizer_without_pad_token_is_given_one_with_one_warning(base_run, tmp
     assert caplog.text.count("has no pad token") == 1
 
 
+@pytest.mark.slow
 def test_expert_of_another_base_is_refused(base_run, tmp_path):
     run = new_run(base_run, tmp_path, "run", with_pairs=False)
     expert = RunDir(run).artifact("experts/P1A")

@@ -123,3 +123,25 @@ def test_running_moments_match_the_whole_sample():
     again = RunningMoments()
     again.load_state_dict(m.state_dict())
     assert again.mean == m.mean and math.isclose(again.std, m.std)
+
+
+def test_several_gpus_in_one_unlaunched_training_process_are_refused(monkeypatch, tmp_path):
+    """TRL >= 1.15 refuses nn.DataParallel (several GPUs, one process) with a traceback: one line instead."""
+    import torch
+
+    from rlphf_cli.config import compose
+    from rlphf_cli.errors import UserError
+    from rlphf_cli.training.common import trainer_kwargs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = compose([f"run_dir={tmp_path}", "device=auto"])
+    with pytest.raises(
+        UserError, match="2 GPUs are visible to one training process: set launcher.num_processes=2"
+    ):
+        trainer_kwargs(cfg, tmp_path, "x")
+    trainer_kwargs(cfg, tmp_path, "x", hf_trainer=False)  # PPO's own loop: one device, no DataParallel
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under accelerate launch: one GPU per process
+    assert trainer_kwargs(cfg, tmp_path, "x")["use_cpu"] is False
+    assert trainer_kwargs(compose([f"run_dir={tmp_path}", "device=cpu"]), tmp_path, "x")["use_cpu"] is True

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pairs import new_run
+from helpers import new_run
 
 from rlphf_cli.config import compose
 from rlphf_cli.errors import UserError
@@ -53,6 +53,7 @@ def test_bad_launcher_settings_are_one_line_errors(tmp_path):
             command(zero3, "x:y")
 
 
+@pytest.mark.slow
 def test_dpo_expert_in_two_cpu_processes(base_run, tmp_path_factory):
     """Two gloo processes train one DPO expert; the adapter is written once, by the main process, and loads."""
     from peft import PeftModel
@@ -119,6 +120,7 @@ def _rlphf(*args, env=None, timeout=120):
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 def test_ppo_processes_stop_their_epochs_together(base_run, tmp_path_factory):
     """Process 1 sees a KL far over the target, process 0 its own (0 on the first minibatch): the average
     decides, so both stop after one update; a process deciding alone would leave the other waiting."""
@@ -161,6 +163,7 @@ def test_ppo_processes_stop_their_epochs_together(base_run, tmp_path_factory):
     assert manifest["metrics"]["processes"] == 2 and manifest["metrics"]["steps"] == 2
 
 
+@pytest.mark.slow
 def test_pcm_in_two_cpu_processes(tmp_path):
     """train-pcm relaunches under accelerate: two gloo processes train one PCM, saved once, of the usual shape."""
     from conftest import make_random_expert_run
@@ -195,6 +198,7 @@ def test_pcm_in_two_cpu_processes(tmp_path):
     assert shapes(saved) == shapes(fresh)
 
 
+@pytest.mark.slow
 def test_sharded_parameters_are_refused_for_ppo_and_the_pcm(tmp_path):
     from rlphf_cli.launcher import refuse_sharded_parameters
 
@@ -217,6 +221,7 @@ def test_sharded_parameters_are_refused_for_ppo_and_the_pcm(tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "does not run under FSDP" in out.stderr
 
 
+@pytest.mark.slow
 def test_sft_in_two_cpu_processes(tmp_path):
     """train-sft relaunches under accelerate too: two gloo processes train the tiny base, saved once."""
     from rlphf_cli.runs import RunDir

@@ -43,6 +43,7 @@ def test_changes_name_keys_and_inputs_and_ignore_what_was_not_recorded():
     assert made_from_changes(None, new) == [] and made_from_changes(new, new) == []
 
 
+@pytest.mark.slow
 def test_a_changed_key_stops_force_redoes_unchanged_skips(tmp_path):
     from rlphf_cli.training.sft import train_sft
 
@@ -146,15 +147,65 @@ def test_stale_pairs_say_delete_them_and_a_trainers_force_keeps_them(tmp_path):
     run = RunDir(tmp_path)
     art = run.artifact(PAIRS_DIR)
     cfg = compose([f"run_dir={tmp_path}", "pairs.pairs_per_prompt=4"])
-    from rlphf_cli.training.pairs import PAIRS_KEYS
+    from rlphf_cli.training.pairs import pairs_keys
 
     art.start()
     for pole in cfg.benchmark.poles:
         (art.work / f"{pole}.json").write_text("[]")
-    art.commit("pairs", None, made_from=made_from(cfg, PAIRS_KEYS, {"base": None}))
+    art.commit("pairs", None, made_from=made_from(cfg, pairs_keys(cfg), {"base": None}))
     forced = compose([f"run_dir={tmp_path}", "pairs.pairs_per_prompt=2", "force=true"])
     with pytest.raises(
         UserError, match=r"pairs_per_prompt \(4 -> 2\)\); use a new run_dir, or delete .*data/pairs"
     ):
         pairs_file(forced, "P1A")  # as train-rm --force reads them: the pairs are not remade
     assert pairs_file(cfg, "P1A") == art.path / "P1A.json"
+
+
+STAGE_KEYS = {  # stage: (its keys function, the config sections it is made from)
+    "base": ("rlphf_cli.training.sft:base_keys", ("sft", "model")),
+    "pairs": ("rlphf_cli.training.pairs:pairs_keys", ("pairs", "model")),
+    "rm": ("rlphf_cli.training.rm:rm_keys", ("rm", "model")),
+    "expert": ("rlphf_cli.training.expert:expert_keys", ("expert", "model")),
+    "pcm": ("rlphf_cli.training.pcm:pcm_keys", ("pcm", "model")),
+    "headroom": ("rlphf_cli.evaluation.headroom:headroom_keys", ("headroom", "model")),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_KEYS))
+def test_every_key_of_a_stages_sections_is_made_from_unless_it_changes_no_result(stage):
+    import importlib
+
+    from omegaconf import DictConfig
+
+    from rlphf_cli.runs import NO_RESULT_KEYS
+
+    target, sections = STAGE_KEYS[stage]
+    module, name = target.split(":")
+    cfg = compose([])
+    keys = set(getattr(importlib.import_module(module), name)(cfg))
+    assert "model.dtype" in keys and "seed" in keys
+    for section in sections:
+        for key, value in cfg[section].items():
+            dotted = f"{section}.{key}"
+            if isinstance(value, DictConfig):  # an algorithm's own settings: the current one's only
+                assert any(k.startswith(dotted + ".") for k in keys) == (key == cfg.expert.algo), dotted
+            elif dotted not in NO_RESULT_KEYS:
+                assert dotted in keys, f"{dotted} is not among {stage}'s made_from keys"
+    assert not any(k.endswith(("logging_steps", "save_steps")) for k in keys)
+
+
+def test_a_dtype_change_is_refused_and_a_logging_interval_is_not(tmp_path):
+    from rlphf_cli.training.expert import expert_made_from
+
+    def cfg(*more):
+        return compose([f"run_dir={tmp_path}", *more])
+
+    art = RunDir(tmp_path).artifact("experts/P1A")
+    art.start()
+    art.commit("expert", None, made_from=expert_made_from(cfg(), "P1A"))
+    assert art.reuse(expert_made_from(cfg("expert.logging_steps=1", "expert.save_steps=7"), "P1A"), "x")
+    with pytest.raises(UserError, match=r"model.dtype \(\"float32\" -> \"bfloat16\"\)"):
+        art.reuse(expert_made_from(cfg("model.dtype=bfloat16"), "P1A"), "train-expert")
+    with pytest.raises(UserError, match=r"expert.dpo.beta"):
+        art.reuse(expert_made_from(cfg("expert.dpo.beta=0.3"), "P1A"), "train-expert")
+    assert art.reuse(expert_made_from(cfg("expert.ppo.kl_coef=0.5"), "P1A"), "x")  # not the dpo expert's

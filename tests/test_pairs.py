@@ -1,41 +1,14 @@
 """Preference pairs: the P-Soups schema, the loader's checks, ties, and making them from the base."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from helpers import TEST_OVERRIDES, shared_run
 
 from rlphf_cli.config import compose
 from rlphf_cli.errors import UserError
 from rlphf_cli.training.pairs import label_pairs, load_pairs, make_pairs, pairs_file, split_pairs
-
-# Reduced budgets for tests, shared by the test modules of this issue (rm, expert, launcher, tracking).
-TEST_OVERRIDES = [
-    "pairs.pairs_per_prompt=4",
-    "rm.max_steps=60",
-    "expert.eval_samples=2",
-    "expert.dpo.max_steps=120",
-]
-
-
-def shared_run(base_run: Path, root: Path) -> Path:
-    """A run directory with the session's base model and the reduced-budget pairs (made once, then reused)."""
-    run = root / "shared_pairs_run"
-    if not (run / "data" / "pairs" / "manifest.json").is_file():
-        shutil.rmtree(run, ignore_errors=True)
-        shutil.copytree(base_run / "base", run / "base")
-        make_pairs(compose([f"run_dir={run}", *TEST_OVERRIDES]))
-    return run
-
-
-def new_run(base_run: Path, root: Path, name: str, with_pairs: bool = True) -> Path:
-    """A new run directory under `root` with the base (and a copy of the shared pairs)."""
-    run = root / name
-    shutil.copytree(base_run / "base", run / "base")
-    if with_pairs:
-        shutil.copytree(shared_run(base_run, root) / "data", run / "data")
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +80,7 @@ def test_split_is_deterministic_and_disjoint():
         split_pairs(pairs[:1], 0.1, 0)
 
 
+@pytest.mark.slow
 def test_make_pairs_writes_every_pole_in_the_psoups_schema(pairs_run):
     from rlphf_cli.runs import RunDir
 

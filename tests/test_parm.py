@@ -341,7 +341,7 @@ def test_a_trained_parm_ranks_held_out_pairs_of_each_pole_at_its_one_hot_weights
 
     Measured on a 200-step SFT base: 0.69 mean (0.59-0.81 by pole). The own-pole check (the PARM guiding
     the base) is recorded but not asserted: on that base it lowered every pole's judge score (see README)."""
-    from test_pairs import TEST_OVERRIDES, new_run
+    from helpers import TEST_OVERRIDES, new_run
 
     from rlphf_cli.training.expert import train_expert
 

@@ -331,6 +331,7 @@ def small_pcm_cfg(run_dir, *more):
     )
 
 
+@pytest.mark.slow
 def test_train_pcm_saves_a_loadable_model_with_metrics(random_run):
     path = train_pcm(small_pcm_cfg(random_run))
     from rlphf_cli.runs import RunDir
@@ -358,6 +359,7 @@ def test_train_pcm_saves_a_loadable_model_with_metrics(random_run):
     assert len(lines) == 2
 
 
+@pytest.mark.slow
 def test_pcm_resumes_from_its_checkpoint(tmp_path):
     make_random_expert_run(tmp_path)
     cfg = small_pcm_cfg(tmp_path, "pcm.steps=3", "pcm.eval_prompts=0")
@@ -384,6 +386,7 @@ def test_pcm_resumes_from_its_checkpoint(tmp_path):
     assert [h["step"] for h in history] == [2, 3]  # steps 2 and 3 only: step 1 was not redone
 
 
+@pytest.mark.slow
 def test_cli_errors(random_run, tmp_path):
     def rlphf(*args):
         return subprocess.run(

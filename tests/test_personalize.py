@@ -11,7 +11,15 @@ from rlphf_cli.config import compose
 from rlphf_cli.decoding.generate import method_settings
 from rlphf_cli.errors import UserError
 from rlphf_cli.personalize.candidates import candidate_prompts
-from rlphf_cli.personalize.model import Posterior, cosine, fit, mixture, most_uncertain, two_pole_dimensions
+from rlphf_cli.personalize.model import (
+    Posterior,
+    cosine,
+    fit,
+    mixture,
+    most_uncertain,
+    two_pole_dimensions,
+    uncertainty,
+)
 from rlphf_cli.personalize.users import load_user_preference
 from rlphf_cli.preferences import POLES, Preference, all_combinations
 from rlphf_cli.runs import atomic_write_json
@@ -54,6 +62,50 @@ def test_active_choice_picks_the_most_uncertain_pair():
     assert most_uncertain(post, pairs, exclude=[1]) == 3
     # with no answers (the prior) the largest difference is the most informative question
     assert most_uncertain(Posterior.prior(3, 1.0), pairs) == 0
+
+
+def pref_max_norm_vector(candidates, V, M, u):
+    """PReF's released `max_norm_vector` (idanshen/PReF_code utils/inference.py, use_derivitaive=True), restated:
+    the candidate maximising sigma'(u . v)^2 * v^T M^-1 v, M = prior + sum_i sigma'(u . v_i) v_i v_i^T."""
+    best, best_i = -np.inf, None
+    m_inv = np.linalg.inv(M)
+    for i in candidates:
+        v = V[i]
+        s = 1 / (1 + np.exp(-(u @ v)))
+        value = (s * (1 - s)) ** 2 * (v @ m_inv @ v)
+        if value > best:
+            best, best_i = value, i
+    return best_i
+
+
+def test_active_choice_is_prefs_criterion_on_a_hand_made_posterior():
+    # pair 0: the answer is 88% sure (mean . v = 2) but its logit is uncertain (variance 3); pair 1: a 50/50
+    # pair with variance 1. sigma' not squared (0.105 * 3 > 0.25 * 1) asks pair 0; PReF's squared coefficient
+    # (0.011 * 3 < 0.0625 * 1) asks pair 1.
+    post = Posterior(np.array([2.0, 0.0]), np.diag([3.0, 1.0]), 3)
+    pairs = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert most_uncertain(post, pairs) == 1
+    s = 1 / (1 + np.exp(-2.0))
+    assert uncertainty(post, pairs) == pytest.approx([(s * (1 - s)) ** 2 * 3.0, 0.25**2 * 1.0])
+    assert s * (1 - s) * 3.0 > 0.25 * 1.0  # with the coefficient not squared, pair 0 would be asked
+
+
+def test_active_choice_matches_prefs_code_on_fitted_posteriors():
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        dims, l2 = 3, float(rng.choice([0.1, 1.0]))
+        asked = rng.normal(scale=1.5, size=(int(rng.integers(1, 8)), dims))
+        choices = [str(c) for c in rng.choice(["A", "B"], size=len(asked))]
+        post = fit(asked, choices, l2)
+        pool = rng.normal(scale=1.5, size=(30, dims))
+        # PReF's M: its prior (here the L2 precision) plus sigma'(u . v) v v^T of every answered pair
+        u = post.mean
+        sig = 1 / (1 + np.exp(-(asked @ u)))
+        m = l2 * np.eye(dims) + (asked * (sig * (1 - sig))[:, None]).T @ asked
+        assert np.allclose(np.linalg.inv(post.cov), m, atol=1e-6)
+        exclude = [int(i) for i in rng.choice(30, size=3, replace=False)]
+        candidates = [i for i in range(30) if i not in exclude]
+        assert most_uncertain(post, pool, exclude) == pref_max_norm_vector(candidates, pool, m, u), trial
 
 
 def test_dimensions_of_more_than_two_poles_are_refused():

@@ -38,6 +38,7 @@ def toy_run(base_run, tmp_path_factory):
     return run_dir, pipeline(compose([f"run_dir={run_dir}", *TOY])).read_text()
 
 
+@pytest.mark.slow
 def test_pipeline_runs_every_stage_and_resumes(toy_run):
     run_dir, summary = toy_run
     for part in (
@@ -75,6 +76,7 @@ def test_pipeline_runs_every_stage_and_resumes(toy_run):
     assert (run_dir / "pcm" / "manifest.json").stat().st_mtime == stamp
 
 
+@pytest.mark.slow
 def test_pipeline_over_seeds_runs_each_seed_in_its_folder_and_sums_up(toy_run, tmp_path, monkeypatch):
     """`seeds=0,1`: one run directory per seed (here copies of a complete run, so every stage is skipped)."""
     from rlphf_cli import pipeline as module

@@ -7,11 +7,8 @@ reward models, PPO experts, the PCM on reward-model rewards, every method genera
 
 import json
 
-from test_eval_llm_judge import (
-    FakeJudgeAPI,
-    api,  # noqa: F401  (the fake OpenAI-compatible server fixture)
-    between,
-)
+import pytest
+from helpers import FakeJudgeAPI, between
 
 from rlphf_cli.config import compose
 from rlphf_cli.judges.llm_prompts import CRITERIA
@@ -127,6 +124,7 @@ TOY = [
 ]
 
 
+@pytest.mark.slow
 def test_psoups_pipeline_with_judge_labelled_pairs(tmp_path, api):  # noqa: F811
     from rlphf_cli.pipeline import pipeline
 

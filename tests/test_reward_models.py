@@ -54,6 +54,7 @@ def rm_run(tmp_path_factory):
     return cfg, prompts, responses
 
 
+@pytest.mark.slow
 def test_one_base_scores_equal_the_merged_reward_models(rm_run):
     from rlphf_cli.modeling import format_prompt
     from rlphf_cli.rewards import get_reward
@@ -71,6 +72,7 @@ def test_one_base_scores_equal_the_merged_reward_models(rm_run):
     assert len({round(together[p][0], 4) for p in POLES}) == len(POLES)  # the heads really differ
 
 
+@pytest.mark.slow
 def test_reward_adapters_share_the_experts_base_without_changing_them(rm_run):
     from rlphf_cli.adapters import base_model_path
     from rlphf_cli.modeling import format_prompt, load_causal_lm

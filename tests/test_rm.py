@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from test_pairs import TEST_OVERRIDES, new_run, shared_run
+from helpers import TEST_OVERRIDES, new_run, shared_run
 
 from rlphf_cli.config import compose
 from rlphf_cli.errors import UserError
@@ -23,6 +23,7 @@ def rm_run(base_run, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_reward_model_is_a_peft_adapter_with_held_out_accuracy(rm_run):
     art = RunDir(rm_run).artifact(f"rm/{RM_POLE}")
     assert art.is_complete() and not art.work.exists()
@@ -39,6 +40,7 @@ def test_reward_model_is_a_peft_adapter_with_held_out_accuracy(rm_run):
     assert metrics["heldout_accuracy"] >= 0.70, metrics
 
 
+@pytest.mark.slow
 def test_reward_model_scores_through_the_rewards_interface(rm_run):
     from rlphf_cli.rewards import get_reward
     from rlphf_cli.training.pairs import load_pairs
@@ -52,6 +54,7 @@ def test_reward_model_scores_through_the_rewards_interface(rm_run):
     assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) >= 0.6 * len(pairs)
 
 
+@pytest.mark.slow
 def test_complete_reward_models_are_skipped(rm_run, caplog):
     from rlphf_cli.training.rm import train_rm
 
@@ -63,6 +66,7 @@ def test_complete_reward_models_are_skipped(rm_run, caplog):
     assert "already complete" in caplog.text
 
 
+@pytest.mark.slow
 def test_unknown_pole_and_missing_base_are_one_line_errors(base_run, tmp_path):
     from rlphf_cli.training.rm import train_rm
 
@@ -73,6 +77,7 @@ def test_unknown_pole_and_missing_base_are_one_line_errors(base_run, tmp_path):
     assert not (tmp_path / "rm").exists()
 
 
+@pytest.mark.slow
 def test_empty_pairs_file_leaves_nothing_behind(base_run, tmp_path):
     from rlphf_cli.training.rm import train_rm
 
@@ -85,6 +90,7 @@ def test_empty_pairs_file_leaves_nothing_behind(base_run, tmp_path):
     assert not (run / "rm").exists()
 
 
+@pytest.mark.slow
 def test_reward_model_of_another_base_is_refused(rm_run, base_run, tmp_path):
     """An adapter copied from a run with a different base: one line, naming the problem."""
     from rlphf_cli.rewards import get_reward

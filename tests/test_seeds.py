@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_eval import config, write_generations
+from helpers import config, write_generations
 
 from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.evaluate import evaluate, evaluate_pair
@@ -123,7 +123,8 @@ def test_seed_runs_are_the_seed_folders_with_an_evaluation_in_numeric_order(thre
 
 def test_every_cell_is_mean_sd_min_max_over_seeds(three_seeds):
     text = aggregate_markdown(seed_runs(three_seeds))
-    assert "3 seeds, run folders: seed0, seed1, seed2." in text and str(three_seeds) in text
+    assert "3 seeds, run folders: seed0, seed1, seed2." in text and f"under {three_seeds.name}\n" in text
+    assert str(three_seeds.parent) not in text  # names, not where the runs are kept
     assert text.count("## Judge:") == 1
 
     main = rows_after(text, "## Judge: synthetic")

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
-from test_engine import NAMES, PAD, tiny_base, with_experts
+from helpers import NAMES, PAD, tiny_base, with_experts
 
 from conftest import make_random_expert_run
 from rlphf_cli.config import compose

@@ -1,5 +1,6 @@
 """Acceptance of the synthetic base at the default budget: well-formed, on-topic and diverse."""
 
+import pytest
 import torch
 
 from rlphf_cli.benchmarks.synthetic import SyntheticWorld
@@ -9,6 +10,7 @@ from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer
 from rlphf_cli.runs import RunDir
 
 
+@pytest.mark.slow
 def test_base_samples_are_valid_and_cover_both_poles_of_every_dimension(base_run):
     cfg = compose([f"run_dir={base_run}"])
     assert RunDir(base_run).artifact("base").manifest()["metrics"]["steps"] == cfg.sft.max_steps
@@ -38,6 +40,7 @@ def test_base_samples_are_valid_and_cover_both_poles_of_every_dimension(base_run
     assert any(p.friendly > p.unfriendly for p in valid) and any(p.unfriendly > p.friendly for p in valid)
 
 
+@pytest.mark.slow
 def test_real_base_is_recorded_not_trained(tmp_path, base_run):
     from rlphf_cli.training.sft import train_sft
 

@@ -1,12 +1,14 @@
 """Tracking: `tracking=wandb tracking.mode=offline` writes a W&B offline run folder and never the API key."""
 
-from test_pairs import TEST_OVERRIDES, new_run
+import pytest
+from helpers import TEST_OVERRIDES, new_run
 
 from rlphf_cli.config import compose, to_yaml
 
 SECRET = "wandb-secret-key-that-must-not-leak-0123456789"
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_run_folders_and_no_secret(base_run, tmp_path, monkeypatch, capsys):
     from rlphf_cli.runs import RunDir
     from rlphf_cli.training.expert import train_expert

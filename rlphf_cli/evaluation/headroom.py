@@ -26,7 +26,7 @@ from rlphf_cli.config import to_dict
 from rlphf_cli.decoding.engine import FixedWeights
 from rlphf_cli.errors import UserError
 from rlphf_cli.preferences import all_combinations, split_name
-from rlphf_cli.runs import RunDir, atomic_write_json, input_hash, made_from
+from rlphf_cli.runs import RunDir, atomic_write_json, input_hash, made_from, stage_keys
 
 log = logging.getLogger(__name__)
 
@@ -234,17 +234,8 @@ def method_scores(cfg, methods, prompt_ids=None) -> dict[str, dict]:
     return out
 
 
-HEADROOM_KEYS = (
-    "seed",
-    "model.prompt_template",
-    "benchmark.name",
-    "benchmark.data_dir",
-    "benchmark.train_prompts",
-    "benchmark.train_prompts_split",
-    "benchmark.max_eval_prompts",
-    "headroom.max_prompts",
-    "headroom.grid_steps",
-    "headroom.grid_prompts",
+# the sampler's settings headroom decodes with (the rest of `generate` names what `rlphf generate` decodes)
+GENERATE_SAMPLING = (
     "generate.seed",
     "generate.temperature",
     "generate.top_k",
@@ -254,12 +245,17 @@ HEADROOM_KEYS = (
 )
 
 
+def headroom_keys(cfg) -> tuple[str, ...]:
+    """Every setting of the headroom section, the model's and the benchmark's, the sampler's, and the seed."""
+    return stage_keys(cfg, ("seed", "model", "benchmark", "headroom", *GENERATE_SAMPLING))
+
+
 def headroom(cfg) -> Path:
     run = RunDir(cfg.run_dir)
     art = run.artifact("headroom")
     inputs = {"base": input_hash(run.root / "base")}
     inputs |= {f"experts/{p}": input_hash(run.root / "experts" / p) for p in cfg.benchmark.poles}
-    made = made_from(cfg, HEADROOM_KEYS, inputs)
+    made = made_from(cfg, headroom_keys(cfg), inputs)
     if art.reuse(made, "headroom", cfg.force):
         log.info("headroom already measured in %s; skipping", art.path)
         return art.path

@@ -6,12 +6,12 @@ Evaluations by different judges are not comparable, so each judge gets its own t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.evaluation.generations import METHODS
+from rlphf_cli.evaluation.collect import by_judge, evaluations, rank, run_name
 from rlphf_cli.evaluation.scoring import OVERALL, Summary, rescore
+from rlphf_cli.evaluation.seeds import aggregate_markdown, seed_runs
 from rlphf_cli.evaluation.tables import judge_name, pct, rate_with_ci
 from rlphf_cli.runs import RunDir, atomic_write_text
 
@@ -20,18 +20,6 @@ LEGEND = (
     "requested pole of every combination, with a 95% bootstrap interval over prompts. "
     "`*` partial (some generations missing), `†` some judge answers unparseable (left out)."
 )
-
-
-def evaluations(run_dir: str | Path) -> list[Path]:
-    """The complete evaluation folders, `eval/<method>_vs_<baseline>/`."""
-    folder = RunDir(run_dir).root / "eval"
-    return sorted(
-        p for p in folder.glob("*_vs_*") if (p / "manifest.json").is_file() and (p / "results.json").is_file()
-    )
-
-
-def rank(method: str) -> tuple[int, str]:
-    return (METHODS.index(method), "") if method in METHODS else (len(METHODS), method)
 
 
 def mark(summary: Summary) -> str:
@@ -68,16 +56,8 @@ def pole_table(summaries: list[Summary]) -> list[str]:
     return lines
 
 
-def by_judge(summaries: list[Summary]) -> dict[str, list[Summary]]:
-    """The summaries grouped by their judge's full description, in order of first appearance."""
-    groups: dict[str, list[Summary]] = {}
-    for s in summaries:
-        groups.setdefault(json.dumps(s.judge, sort_keys=True), []).append(s)
-    return groups
-
-
 def markdown(summaries: list[Summary], run_dir: Path) -> str:
-    lines = [f"# Evaluation report: {run_dir}", "", LEGEND]
+    lines = [f"# Evaluation report: {run_name(run_dir)}", "", LEGEND]
     for group in by_judge(summaries).values():
         name = judge_name(group[0].judge)
         lines += ["", f"## Judge: {name}", "", *main_table(group), "", f"### Per pole (judge: {name})", ""]
@@ -99,8 +79,6 @@ def report(cfg) -> Path:
     root = RunDir(cfg.run_dir).root
     folders = evaluations(root)
     if not folders:
-        from rlphf_cli.evaluation.seeds import aggregate_markdown, seed_runs
-
         runs = seed_runs(root)
         if len(runs) > 1:
             return publish(root / "report.md", aggregate_markdown(runs))

@@ -13,7 +13,7 @@ import re
 import statistics
 from pathlib import Path
 
-from rlphf_cli.evaluation.report import by_judge, evaluations, rank
+from rlphf_cli.evaluation.collect import by_judge, evaluations, rank, run_name
 from rlphf_cli.evaluation.scoring import ALL, OVERALL, Summary, rescore
 from rlphf_cli.evaluation.tables import judge_name, pct
 from rlphf_cli.preferences import POLES
@@ -186,8 +186,8 @@ def aggregate_markdown(runs: list[Path]) -> str:
     """The report over several run folders (one per seed): every table as mean ± sd over seeds."""
     runs = [Path(r) for r in runs]
     parents = {r.parent for r in runs}
-    names = ", ".join(r.name for r in runs) if len(parents) == 1 else ", ".join(map(str, runs))
-    where = f" under {runs[0].parent}" if len(parents) == 1 else ""
+    names = ", ".join(r.name for r in runs) if len(parents) == 1 else ", ".join(map(run_name, runs))
+    where = f" under {run_name(runs[0].parent)}" if len(parents) == 1 else ""  # names, not absolute paths
     summaries = [rescore(folder) for run in runs for folder in evaluations(run)]
     lines = [
         f"# Evaluation report across seeds{where}",

@@ -15,6 +15,7 @@ import numpy as np
 
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.benchmarks.base import Prompt
+from rlphf_cli.decoding.generate import Generator, method_settings
 from rlphf_cli.generations import GenerationsFile
 from rlphf_cli.preferences import Preference, all_combinations
 from rlphf_cli.rewards import get_reward
@@ -68,7 +69,6 @@ def candidate_prompts(cfg) -> list[Prompt]:
 
 def ensure_candidates(cfg) -> list[dict]:
     """Every candidate record (prompt_id, prompt, combination, text), decoding what is missing first."""
-    from rlphf_cli.decoding.generate import Generator, method_settings
 
     bench = get_benchmark(cfg.benchmark)
     prefs = [Preference((p,), (1.0,)) for p in bench.poles]  # each expert alone

@@ -94,15 +94,18 @@ def fit(diffs: np.ndarray, choices: list[str], l2: float, iters: int = 100) -> P
 
 
 def uncertainty(post: Posterior, pairs: np.ndarray) -> np.ndarray:
-    """PReF's criterion for each candidate pair v = phi(A) - phi(B) [m, D]: sigma'(mean . v) * v^T Sigma v,
-    the posterior variance of the answer's logit weighted by how undecided the mean is."""
+    """PReF's criterion for each candidate pair v = phi(A) - phi(B) [m, D], as its released code computes it
+    (idanshen/PReF_code `max_norm_vector` with use_derivitaive=True): sigma'(mean . v)^2 * v^T Sigma v, Sigma
+    the posterior covariance (the inverse of l2 I + sum_i sigma'(mean . v_i) v_i v_i^T, PReF's M^-1 up to its
+    0.001 prior). Measured against sigma' not squared and against the answer's information gain on 50 simulated
+    users (`mode=simulate`): neither asked better questions, so this one is the only criterion."""
     v = np.asarray(pairs, dtype=float)
     p = sigmoid(v @ post.mean)
-    return p * (1 - p) * np.einsum("md,de,me->m", v, post.cov, v)
+    return (p * (1 - p)) ** 2 * np.einsum("md,de,me->m", v, post.cov, v)
 
 
 def most_uncertain(post: Posterior, pairs: np.ndarray, exclude=()) -> int:
-    """Index of the candidate pair the posterior is least sure about (pairs in `exclude` are skipped)."""
+    """Index of the candidate pair most worth asking (pairs in `exclude` are skipped)."""
     scores = uncertainty(post, pairs)
     if len(exclude):
         scores[list(exclude)] = -np.inf

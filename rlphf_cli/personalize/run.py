@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 
 from rlphf_cli.errors import UserError
+from rlphf_cli.personalize.fit import fit_mode
+from rlphf_cli.personalize.interactive import interactive
+from rlphf_cli.personalize.simulate import simulate
 
 MODES = ("fit", "interactive", "web", "simulate")
 
@@ -14,19 +17,13 @@ def personalize(cfg):
     if cfg.personalize.l2 <= 0:
         raise UserError(f"personalize.l2 must be positive (the prior's precision), got {cfg.personalize.l2}")
     if mode == "fit":
-        from rlphf_cli.personalize.fit import fit_mode
-
         return fit_mode(cfg)
     if mode == "interactive":
-        from rlphf_cli.personalize.interactive import interactive
-
         return interactive(cfg, sys.stdin)
     if mode == "web":
         from rlphf_cli.personalize.web import web
 
         return web(cfg)
     if mode == "simulate":
-        from rlphf_cli.personalize.simulate import simulate
-
         return simulate(cfg)
     raise UserError(f"unknown personalize.mode {mode!r}; valid: {', '.join(MODES)}")

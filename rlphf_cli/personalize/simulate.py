@@ -29,7 +29,10 @@ import numpy as np
 
 from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
+from rlphf_cli.decoding.generate import Generator, method_settings
 from rlphf_cli.errors import UserError
+from rlphf_cli.generations import GenerationsFile
+from rlphf_cli.methods import get_method
 from rlphf_cli.personalize.candidates import Features, candidate_pairs, ensure_candidates, pair_pool
 from rlphf_cli.personalize.model import (
     Posterior,
@@ -55,7 +58,12 @@ def hidden_users(n: int, dims: int, scale: float, seed: int) -> np.ndarray:
 
 
 def ask(
-    lam: np.ndarray, pool: np.ndarray, budgets: list[int], strategy: str, l2: float, rng
+    lam: np.ndarray,
+    pool: np.ndarray,
+    budgets: list[int],
+    strategy: str,
+    l2: float,
+    rng,
 ) -> dict[int, Posterior]:
     """One user answering up to max(budgets) questions; the posterior at each budget."""
     asked: list[int] = []
@@ -191,9 +199,6 @@ def user_preference(strengths: np.ndarray, dims, poles, name: str) -> Preference
 
 
 def downstream_gain(cfg, bench, dims, users: np.ndarray, inferred: dict, features: Features) -> dict:
-    from rlphf_cli.decoding.generate import Generator, method_settings
-    from rlphf_cli.generations import GenerationsFile
-    from rlphf_cli.methods import get_method
 
     pc = cfg.personalize
     prompts = bench.eval_prompts()[: pc.downstream_prompts]

@@ -21,9 +21,15 @@ from pathlib import Path
 
 import torch
 
-from rlphf_cli.adapters import base_model_path, lora_config
+from rlphf_cli.adapters import base_model_path, explain_load_failure, lora_config
+from rlphf_cli.benchmarks import get_benchmark
+from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
+from rlphf_cli.decoding.generate import genarm_weights
+from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
+from rlphf_cli.training.common import common_args, fit, judge_against_base
 from rlphf_cli.training.expert_config import setting
 from rlphf_cli.training.pairs import pole_pairs
+from rlphf_cli.training.rm import rm_rows
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +51,12 @@ def arm_trainer(cfg, pole: str, checkpoints: Path, rows: list[dict] | None = Non
     from datasets import Dataset
     from trl import DPOConfig
 
-    from rlphf_cli.modeling import load_tokenizer
-    from rlphf_cli.training.expert import _common_args
-    from rlphf_cli.training.rm import rm_rows
-
     base = base_model_path(cfg)
-    rows = rows if rows is not None else rm_rows(cfg, pole_pairs(cfg, pole))
+    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
+    # the prompts in the model's format, as `generate method=genarm` decodes them (its chat template if any)
+    rows = rows if rows is not None else rm_rows(cfg, pole_pairs(cfg, pole), tokenizer)
     args = DPOConfig(
-        **_common_args(cfg, checkpoints, f"arm-{pole}"),
+        **common_args(cfg, checkpoints, f"arm-{pole}"),
         beta=setting(cfg, "beta"),
         loss_type=["sigmoid"],
         precompute_ref_log_probs=True,  # the reference log-probs come from the (zero) columns: no reference model
@@ -62,19 +66,17 @@ def arm_trainer(cfg, pole: str, checkpoints: Path, rows: list[dict] | None = Non
         model=base,
         args=args,
         train_dataset=Dataset.from_list(rows),
-        processing_class=load_tokenizer(base, cfg.model.trust_remote_code),
+        processing_class=tokenizer,
         peft_config=lora_config(cfg.expert),
     )
 
 
 def train_arm(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
-    from rlphf_cli.training.expert import _fit
-
     trainer = arm_trainer(cfg, pole, checkpoints)
     log.info(
         "ARM %s: GenARM's loss (beta %g) on %d pairs", pole, setting(cfg, "beta"), len(trainer.train_dataset)
     )
-    return _fit(trainer, checkpoints, work, pole)
+    return fit(trainer, checkpoints, work, pole)
 
 
 # ----- the own-pole check: the ARM guiding the base -----
@@ -88,13 +90,6 @@ def guided_check(cfg, pole: str, adapter_dir: Path) -> dict:
     """
     from peft import PeftModel
 
-    from rlphf_cli.adapters import explain_load_failure
-    from rlphf_cli.benchmarks import get_benchmark
-    from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
-    from rlphf_cli.decoding.generate import genarm_weights
-    from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
-    from rlphf_cli.training.expert import _judge_against_base
-
     bench = get_benchmark(cfg.benchmark)
     if not hasattr(bench, "compare"):
         return {}
@@ -107,7 +102,7 @@ def guided_check(cfg, pole: str, adapter_dir: Path) -> dict:
     name = next(iter(model.peft_config))
     alpha = cfg.generate.genarm_alpha
     prompts = bench.eval_prompts()
-    ids = [tokenizer(format_prompt(cfg.model.prompt_template, p.text)).input_ids for p in prompts]
+    ids = [tokenizer(format_prompt(cfg.model.prompt_template, p.text, tokenizer)).input_ids for p in prompts]
 
     def run(active: list[str], weights: list[float], n: int, sampler: Sampler) -> list[list[str]]:
         flat = [i for i in ids for _ in range(n)]
@@ -134,7 +129,7 @@ def guided_check(cfg, pole: str, adapter_dir: Path) -> dict:
     def both(n: int, sampler: Sampler) -> dict:
         guided = run([BASE, name], genarm_weights([1.0], alpha), n, sampler)
         alone = run([BASE], [1.0], n, sampler)
-        return _judge_against_base(bench, pole, prompts, guided, alone)
+        return judge_against_base(bench, pole, prompts, guided, alone)
 
     out = {"decoding": f"greedy, guiding the base (alpha {alpha:g})", **both(1, Sampler(greedy=True))}
     n = cfg.expert.eval_samples

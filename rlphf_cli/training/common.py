@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -11,13 +12,20 @@ from rlphf_cli import tracking
 from rlphf_cli.adapters import (
     base_model_path as base_model_path,  # re-exported: training/pcm.py imports it here
 )
+from rlphf_cli.errors import UserError
+from rlphf_cli.modeling import torch_dtype
+from rlphf_cli.training.expert_config import setting
 
+log = logging.getLogger(__name__)
 TRAINER_LOG = "rlphf.trainer"  # a Trainer's logged figures: the run's log file, not the terminal
 
 
-def trainer_kwargs(cfg, output_dir: Path, run_name: str) -> dict:
-    """Arguments common to every TRL/transformers trainer config built here."""
+def trainer_kwargs(cfg, output_dir: Path, run_name: str, hf_trainer: bool = True) -> dict:
+    """Arguments common to every TRL/transformers trainer config built here (`hf_trainer=False`: for a loop of
+    our own, PPO's, that reads them but builds no Trainer)."""
     on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    if hf_trainer:
+        check_one_gpu_per_process(on_cpu)
     return {
         "output_dir": str(output_dir),
         "run_name": run_name,
@@ -32,6 +40,17 @@ def trainer_kwargs(cfg, output_dir: Path, run_name: str) -> dict:
         "activation_checkpointing": False,  # TRL configs turn it on by default; it only costs time here
         "ddp_find_unused_parameters": False,
     }
+
+
+def check_one_gpu_per_process(on_cpu: bool) -> None:
+    """A process that `accelerate launch`/torchrun did not start must see one GPU: with several, transformers'
+    Trainer wraps the model in nn.DataParallel, which TRL >= 1.15 refuses (its fused LM head) with a traceback."""
+    gpus = 0 if on_cpu else torch.cuda.device_count()
+    if gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise UserError(
+            f"{gpus} GPUs are visible to one training process: set launcher.num_processes={gpus} to train on all "
+            "of them, or make one visible (CUDA_VISIBLE_DEVICES=0)"
+        )
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
@@ -61,3 +80,64 @@ def set_deepspeed_micro_batch(accelerator, size: int) -> None:
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None:
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = int(size)
+
+
+# ----- what the expert trainers (training/expert.py) and the ARMs (training/arm.py) share -----
+def common_args(cfg, checkpoints: Path, run_name: str) -> dict:
+    """A TRL config's arguments for an expert (or ARM) of the current algorithm."""
+    ec = cfg.expert
+    return {
+        **trainer_kwargs(cfg, checkpoints, run_name),
+        "per_device_train_batch_size": setting(cfg, "batch_size"),
+        "gradient_accumulation_steps": ec.gradient_accumulation_steps,
+        "learning_rate": setting(cfg, "learning_rate"),
+        "lr_scheduler_type": ec.lr_scheduler,
+        "warmup_steps": ec.warmup_steps,
+        "num_train_epochs": setting(cfg, "num_epochs"),
+        "max_steps": setting(cfg, "max_steps"),
+        "logging_steps": ec.logging_steps,
+        "save_steps": ec.save_steps,
+        "model_init_kwargs": {"dtype": torch_dtype(cfg.model.dtype)},
+        "trust_remote_code": cfg.model.trust_remote_code,
+    }
+
+
+def fit(trainer, checkpoints: Path, work: Path, pole: str) -> dict:
+    """Train (resuming the last checkpoint), save the adapter into `work`, return the figures."""
+    resume = last_checkpoint(checkpoints)
+    if resume:
+        log.info("expert %s: resuming from %s", pole, resume)
+    result = log_to_file(trainer).train(resume_from_checkpoint=resume)
+    trainer.save_model(str(work))  # the LoRA adapter; TRL/transformers write it from the main process only
+    processes = trainer.accelerator.num_processes
+    if trainer.args.should_save:
+        log.info("expert %s: adapter saved by process %d of %d", pole, trainer.args.process_index, processes)
+    tracking.finish()
+    return {"train_loss": result.training_loss, "steps": result.global_step, "processes": processes}
+
+
+def judge_against_base(bench, pole: str, prompts, expert_out, base_out) -> dict:
+    """The judge's verdicts on the pole: each output of a model against the base's, prompt by prompt."""
+    wins = losses = ties = 0
+    score_e, score_b = [], []
+    for p, outs_e, outs_b in zip(prompts, expert_out, base_out, strict=True):
+        for e, b in zip(outs_e, outs_b, strict=True):
+            verdict = bench.compare(pole, p.text, e, b)
+            wins += verdict == "A"
+            losses += verdict == "B"
+            ties += verdict == "TIE"
+            score_e.append(bench.score(pole, p.text, e))
+            score_b.append(bench.score(pole, p.text, b))
+    decided = wins + losses
+    return {
+        "win_rate_vs_base": wins / decided if decided else None,  # among non-tied judgments
+        "judgments": decided + ties,
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "judge_score_expert": sum(score_e) / len(score_e),
+        "judge_score_base": sum(score_b) / len(score_b),
+        "invalid_expert": sum(s < 0 for s in score_e) / len(score_e),
+        "invalid_base": sum(s < 0 for s in score_b) / len(score_b),
+        "eval_prompts": len(prompts),
+    }

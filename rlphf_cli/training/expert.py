@@ -20,19 +20,44 @@ import logging
 import shutil
 from pathlib import Path
 
-from rlphf_cli import launcher, tracking
+from omegaconf import DictConfig
+
+from rlphf_cli import launcher
 from rlphf_cli.adapters import (
     adapted_modules,
     base_fingerprint,
     base_model_path,
     check_adapter_base,
     check_lora_targets,
+    explain_load_failure,
     lora_config,
 )
+from rlphf_cli.benchmarks import get_benchmark
+from rlphf_cli.config import to_dict
 from rlphf_cli.errors import UserError
-from rlphf_cli.runs import Artifact, RunDir, atomic_write_json, input_hash, made_from
+from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
+from rlphf_cli.rewards import get_reward
+from rlphf_cli.runs import (
+    BENCHMARK_NOT_TRAINED,
+    Artifact,
+    RunDir,
+    atomic_write_json,
+    input_hash,
+    made_from,
+    stage_keys,
+)
+from rlphf_cli.training import arm
+from rlphf_cli.training.common import common_args, fit, judge_against_base
 from rlphf_cli.training.expert_config import setting
-from rlphf_cli.training.pairs import pole_pairs, resolve_poles, sample_responses
+from rlphf_cli.training.pairs import (
+    PAIRS_DIR,
+    external_pairs_dir,
+    pole_pairs,
+    resolve_poles,
+    sample_responses,
+)
+from rlphf_cli.training.ppo import train_ppo
+from rlphf_cli.training.rm import train_rm
 
 log = logging.getLogger(__name__)
 
@@ -68,36 +93,18 @@ def _check_partial(cfg, art: Artifact, algo: str) -> None:
         atomic_write_json(stamp, current)
 
 
-EXPERT_KEYS = (
-    "seed",
-    "model.prompt_template",
-    "expert.algo",
-    "expert.lora_r",
-    "expert.lora_alpha",
-    "expert.lora_dropout",
-    "expert.lora_target_modules",
-    "expert.learning_rate",
-    "expert.lr_scheduler",
-    "expert.warmup_steps",
-    "expert.batch_size",
-    "expert.gradient_accumulation_steps",
-    "expert.max_steps",
-    "expert.num_epochs",
-    "expert.max_length",
-    "expert.max_new_tokens",
-    "expert.temperature",
-    "expert.reward",
-    "benchmark.name",
-    "benchmark.data_dir",
-    "benchmark.train_prompts",
-    "benchmark.train_prompts_split",
-)
+def expert_keys(cfg) -> tuple[str, ...]:
+    """Every setting of the expert section (the current algorithm's own sub-section, not the others'), the
+    model's and the benchmark's (less the poles other stages use and the evaluation prompt cap), and the seed."""
+    others = [
+        f"expert.{k}" for k in cfg.expert if isinstance(cfg.expert[k], DictConfig) and k != cfg.expert.algo
+    ]
+    return stage_keys(cfg, ("seed", "model", "benchmark", "expert"), ignore=(*others, *BENCHMARK_NOT_TRAINED))
 
 
 def expert_made_from(cfg, pole: str) -> dict:
     """The settings of the expert's algorithm (its own section too) and its inputs: the base, and the
     pole's pairs (dpo) or the reward it was trained against (the pole's reward model, or the benchmark)."""
-    from rlphf_cli.training.pairs import PAIRS_DIR, external_pairs_dir
 
     root = RunDir(cfg.run_dir).root
     inputs = {"base": input_hash(root / "base")}
@@ -105,8 +112,7 @@ def expert_made_from(cfg, pole: str) -> dict:
         inputs[f"pairs/{pole}"] = input_hash((external_pairs_dir(cfg) or root / PAIRS_DIR) / f"{pole}.json")
     elif cfg.expert.algo in ALGOS and reward_kind(cfg) == "reward_model":
         inputs[f"rm/{pole}"] = input_hash(root / "rm" / pole)
-    section = f"expert.{cfg.expert.algo}" if cfg.expert.algo in ALGOS else "expert.algo"
-    return made_from(cfg, (*EXPERT_KEYS, section), inputs)
+    return made_from(cfg, expert_keys(cfg), inputs)
 
 
 def parm_made_from(cfg) -> dict:
@@ -117,8 +123,10 @@ def parm_made_from(cfg) -> dict:
     folder = external_pairs_dir(cfg) or root / PAIRS_DIR
     inputs = {"base": input_hash(root / "base")}
     inputs |= {f"pairs/{p}": input_hash(folder / f"{p}.json") for p in cfg.benchmark.poles}
-    keys = [k for k in EXPERT_KEYS if not k.startswith("expert.lora_") or k == "expert.lora_target_modules"]
-    return made_from(cfg, (*keys, "benchmark.poles", "expert.parm"), inputs)
+    keys = [
+        k for k in expert_keys(cfg) if not k.startswith("expert.lora_") or k == "expert.lora_target_modules"
+    ]
+    return made_from(cfg, tuple(dict.fromkeys((*keys, "benchmark.poles"))), inputs)
 
 
 def train_parm_artifact(cfg) -> Path:
@@ -223,8 +231,6 @@ def _prepare(cfg, poles: list[str]) -> None:
         for pole in poles:
             pole_pairs(cfg, pole)
     elif reward_kind(cfg) == "reward_model":
-        from rlphf_cli.training.rm import train_rm
-
         for pole in poles:
             rm = run.artifact(f"rm/{pole}")
             if rm.is_complete():
@@ -241,16 +247,12 @@ def _prepare(cfg, poles: list[str]) -> None:
                 OmegaConf.merge(cfg, {"rm": {"pole": ",".join(missing)}, "launcher": {"num_processes": 1}})
             )
     else:
-        from rlphf_cli.rewards import get_reward
-
         get_reward(cfg, "judge")
     for pole in poles:  # last: a bad input above leaves nothing behind
         _check_partial(cfg, run.artifact(artifact_name(cfg.expert.algo, pole)), cfg.expert.algo)
 
 
 def train_one_expert(cfg, pole: str) -> Path:
-    from rlphf_cli.config import to_dict
-    from rlphf_cli.training import arm
 
     algo = cfg.expert.algo
     art = RunDir(cfg.run_dir).artifact(artifact_name(algo, pole))
@@ -297,47 +299,9 @@ def train_one_expert(cfg, pole: str) -> Path:
     return art.path
 
 
-def _common_args(cfg, checkpoints: Path, run_name: str) -> dict:
-    from rlphf_cli.modeling import torch_dtype
-    from rlphf_cli.training.common import trainer_kwargs
-
-    ec = cfg.expert
-    return {
-        **trainer_kwargs(cfg, checkpoints, run_name),
-        "per_device_train_batch_size": setting(cfg, "batch_size"),
-        "gradient_accumulation_steps": ec.gradient_accumulation_steps,
-        "learning_rate": setting(cfg, "learning_rate"),
-        "lr_scheduler_type": ec.lr_scheduler,
-        "warmup_steps": ec.warmup_steps,
-        "num_train_epochs": setting(cfg, "num_epochs"),
-        "max_steps": setting(cfg, "max_steps"),
-        "logging_steps": ec.logging_steps,
-        "save_steps": ec.save_steps,
-        "model_init_kwargs": {"dtype": torch_dtype(cfg.model.dtype)},
-        "trust_remote_code": cfg.model.trust_remote_code,
-    }
-
-
-def _fit(trainer, checkpoints: Path, work: Path, pole: str) -> dict:
-    from rlphf_cli.training.common import last_checkpoint, log_to_file
-
-    resume = last_checkpoint(checkpoints)
-    if resume:
-        log.info("expert %s: resuming from %s", pole, resume)
-    result = log_to_file(trainer).train(resume_from_checkpoint=resume)
-    trainer.save_model(str(work))  # the LoRA adapter; TRL/transformers write it from the main process only
-    processes = trainer.accelerator.num_processes
-    if trainer.args.should_save:
-        log.info("expert %s: adapter saved by process %d of %d", pole, trainer.args.process_index, processes)
-    tracking.finish()
-    return {"train_loss": result.training_loss, "steps": result.global_step, "processes": processes}
-
-
 def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
-
-    from rlphf_cli.modeling import format_prompt, load_tokenizer
 
     ec = cfg.expert
     base = base_model_path(cfg)
@@ -352,7 +316,7 @@ def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         for r in pole_pairs(cfg, pole)
     ]
     args = DPOConfig(
-        **_common_args(cfg, checkpoints, f"expert-{pole}-dpo"),
+        **common_args(cfg, checkpoints, f"expert-{pole}-dpo"),
         beta=ec.dpo.beta,
         loss_type=[ec.dpo.loss_type, "sft"] if ec.dpo.sft_weight > 0 else [ec.dpo.loss_type],
         loss_weights=[1.0, ec.dpo.sft_weight] if ec.dpo.sft_weight > 0 else None,
@@ -366,16 +330,12 @@ def _train_dpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         processing_class=tokenizer,
         peft_config=lora_config(cfg.expert, cfg=cfg),
     )
-    return _fit(trainer, checkpoints, work, pole)
+    return fit(trainer, checkpoints, work, pole)
 
 
 def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
-
-    from rlphf_cli.benchmarks import get_benchmark
-    from rlphf_cli.modeling import format_prompt, load_tokenizer
-    from rlphf_cli.rewards import get_reward
 
     ec = cfg.expert
     g = ec.grpo
@@ -400,7 +360,7 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         for p in prompts
     ]
     args = GRPOConfig(
-        **_common_args(cfg, checkpoints, f"expert-{pole}-grpo"),
+        **common_args(cfg, checkpoints, f"expert-{pole}-grpo"),
         num_generations=g.num_generations,
         max_completion_length=ec.max_new_tokens,
         temperature=ec.temperature,
@@ -416,11 +376,10 @@ def _train_grpo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
         processing_class=tokenizer,
         peft_config=lora_config(cfg.expert, cfg=cfg),
     )
-    return _fit(trainer, checkpoints, work, pole)
+    return fit(trainer, checkpoints, work, pole)
 
 
 def _train_ppo(cfg, pole: str, work: Path, checkpoints: Path) -> dict:
-    from rlphf_cli.training.ppo import train_ppo
 
     return train_ppo(cfg, pole, work, checkpoints, reward_kind(cfg))
 
@@ -437,10 +396,6 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     """
     import torch
     from peft import PeftModel
-
-    from rlphf_cli.adapters import explain_load_failure
-    from rlphf_cli.benchmarks import get_benchmark
-    from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
 
     bench = get_benchmark(cfg.benchmark)
     if not hasattr(bench, "compare"):
@@ -469,34 +424,8 @@ def own_pole_check(cfg, pole: str, adapter_dir: Path) -> dict:
     del expert, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    out = {"decoding": "greedy", **_judge_against_base(bench, pole, prompts, expert_greedy, base_greedy)}
+    out = {"decoding": "greedy", **judge_against_base(bench, pole, prompts, expert_greedy, base_greedy)}
     if n > 0:
-        sampled = _judge_against_base(bench, pole, prompts, expert_sampled, base_sampled)
+        sampled = judge_against_base(bench, pole, prompts, expert_sampled, base_sampled)
         out["sampled"] = {"decoding": f"temperature {temperature:g}", "samples_per_prompt": n, **sampled}
     return out
-
-
-def _judge_against_base(bench, pole: str, prompts, expert_out, base_out) -> dict:
-    wins = losses = ties = 0
-    score_e, score_b = [], []
-    for p, outs_e, outs_b in zip(prompts, expert_out, base_out, strict=True):
-        for e, b in zip(outs_e, outs_b, strict=True):
-            verdict = bench.compare(pole, p.text, e, b)
-            wins += verdict == "A"
-            losses += verdict == "B"
-            ties += verdict == "TIE"
-            score_e.append(bench.score(pole, p.text, e))
-            score_b.append(bench.score(pole, p.text, b))
-    decided = wins + losses
-    return {
-        "win_rate_vs_base": wins / decided if decided else None,  # among non-tied judgments
-        "judgments": decided + ties,
-        "wins": wins,
-        "losses": losses,
-        "ties": ties,
-        "judge_score_expert": sum(score_e) / len(score_e),
-        "judge_score_base": sum(score_b) / len(score_b),
-        "invalid_expert": sum(s < 0 for s in score_e) / len(score_e),
-        "invalid_base": sum(s < 0 for s in score_b) / len(score_b),
-        "eval_prompts": len(prompts),
-    }

@@ -17,7 +17,16 @@ from pathlib import Path
 import torch
 
 from rlphf_cli.errors import UserError
-from rlphf_cli.runs import RunDir, atomic_write_json, atomic_write_text, input_hash, made_from, read_jsonl
+from rlphf_cli.runs import (
+    BENCHMARK_NOT_TRAINED,
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    input_hash,
+    made_from,
+    read_jsonl,
+    stage_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,19 +203,10 @@ def label_pairs(label, pole: str, samples: list[dict]) -> tuple[list[dict], int]
 
 
 # ----- making -----
-PAIRS_KEYS = (
-    "seed",
-    "benchmark.name",
-    "benchmark.data_dir",
-    "benchmark.train_prompts",
-    "benchmark.train_prompts_split",
-    "model.prompt_template",
-    "pairs.pairs_per_prompt",
-    "pairs.max_prompts",
-    "pairs.max_new_tokens",
-    "pairs.temperature",
-    "pairs.labeler",
-)
+def pairs_keys(cfg) -> tuple[str, ...]:
+    """Every setting of the pairs section, the model's and the benchmark's (less the poles: the pairs are made
+    for each pole of the benchmark, and a missing pole's file is made on its own), and the seed."""
+    return stage_keys(cfg, ("seed", "model", "benchmark", "pairs"), ignore=BENCHMARK_NOT_TRAINED)
 
 
 def make_pairs(cfg) -> Path:
@@ -219,7 +219,7 @@ def make_pairs(cfg) -> Path:
     run = RunDir(cfg.run_dir)
     art = run.artifact(PAIRS_DIR)
     poles = list(cfg.benchmark.poles)
-    made = made_from(cfg, PAIRS_KEYS, {"base": input_hash(run.root / "base")})
+    made = made_from(cfg, pairs_keys(cfg), {"base": input_hash(run.root / "base")})
     # no command of its own: the pipeline's --force remakes the pairs, a trainer's --force does not
     if art.reuse(made, None, cfg.force):
         missing = [p for p in poles if not (art.path / f"{p}.json").is_file()]

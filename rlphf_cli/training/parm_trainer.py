@@ -316,7 +316,7 @@ def parm_check(cfg, work: Path) -> dict:
     from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
     from rlphf_cli.modeling import load_causal_lm, load_tokenizer, resolve_device
     from rlphf_cli.pblora import add_parm_adapters, parm_blend
-    from rlphf_cli.training.expert import _judge_against_base
+    from rlphf_cli.training.common import judge_against_base
 
     bench = get_benchmark(cfg.benchmark)
     if not hasattr(bench, "compare"):
@@ -358,7 +358,7 @@ def parm_check(cfg, work: Path) -> dict:
     def judged(n: int, sampler: Sampler) -> dict[str, dict]:
         alone = run([BASE], [1.0], n, sampler)  # once for every pole
         return {
-            p: _judge_against_base(
+            p: judge_against_base(
                 bench, p, prompts, run([BASE, parm_blend(poles, {p: 1.0})], [1.0, beta], n, sampler), alone
             )
             for p in poles

@@ -35,7 +35,7 @@ from rlphf_cli.pcm.model import PreferenceControlModel, build_pcm
 from rlphf_cli.pcm.provider import PCMWeights
 from rlphf_cli.preferences import Preference, all_combinations
 from rlphf_cli.rewards import get_reward
-from rlphf_cli.runs import RunDir, input_hash, made_from
+from rlphf_cli.runs import RunDir, input_hash, made_from, stage_keys
 from rlphf_cli.training.common import set_deepspeed_micro_batch
 
 log = logging.getLogger(__name__)
@@ -505,34 +505,10 @@ def weight_sweep(trainer: PCMTrainer, pcm: PreferenceControlModel, n_prompts: in
     return out
 
 
-PCM_KEYS = (
-    "seed",
-    "model.prompt_template",
-    "benchmark.name",
-    "benchmark.data_dir",
-    "benchmark.train_prompts",
-    "benchmark.train_prompts_split",
-    "pcm.hidden_size",
-    "pcm.intermediate_size",
-    "pcm.num_hidden_layers",
-    "pcm.num_attention_heads",
-    "pcm.max_position_embeddings",
-    "pcm.init_from",
-    "pcm.algo",
-    "pcm.steps",
-    "pcm.prompts_per_step",
-    "pcm.samples_per_prompt",
-    "pcm.weighted_per_step",
-    "pcm.weight_concentration",
-    "pcm.update_epochs",
-    "pcm.learning_rate",
-    "pcm.max_grad_norm",
-    "pcm.rebel_eta",
-    "pcm.bt_scale",
-    "pcm.reward",
-    "pcm.max_new_tokens",
-    "pcm.temperature",
-)
+def pcm_keys(cfg) -> tuple[str, ...]:
+    """Every setting of the pcm section, the model's and the benchmark's (its poles are the PCM's experts),
+    and the seed."""
+    return stage_keys(cfg, ("seed", "model", "benchmark", "pcm"), ignore=("benchmark.max_eval_prompts",))
 
 
 def pcm_made_from(cfg) -> dict:
@@ -542,7 +518,7 @@ def pcm_made_from(cfg) -> dict:
     inputs |= {f"experts/{p}": input_hash(root / "experts" / p) for p in cfg.benchmark.poles}
     if cfg.pcm.reward == "reward_model":
         inputs |= {f"rm/{p}": input_hash(root / "rm" / p) for p in cfg.benchmark.poles}
-    return made_from(cfg, PCM_KEYS, inputs)
+    return made_from(cfg, pcm_keys(cfg), inputs)
 
 
 def train_pcm(cfg, name: str = "pcm", launch: tuple | None = None, ablation: bool = False) -> Path:

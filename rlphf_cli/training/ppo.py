@@ -253,7 +253,7 @@ def train_ppo(cfg, pole: str, work: Path, checkpoints: Path, reward_kind: str) -
         raise UserError(
             f"the PPO batch size ({batch_size}) must be a multiple of expert.ppo.mini_batch_size ({pc.mini_batch_size})"
         )
-    tk = trainer_kwargs(cfg, checkpoints, f"expert-{pole}-ppo")
+    tk = trainer_kwargs(cfg, checkpoints, f"expert-{pole}-ppo", hf_trainer=False)
     accelerator = Accelerator(cpu=tk["use_cpu"], mixed_precision="bf16" if tk["bf16"] else "no")
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index

@@ -21,37 +21,22 @@ from rlphf_cli.adapters import (
     lora_config,
 )
 from rlphf_cli.rewards import load_scoring_base, score_texts
-from rlphf_cli.runs import RunDir, input_hash, made_from
+from rlphf_cli.runs import RunDir, input_hash, made_from, stage_keys
 from rlphf_cli.training.pairs import PAIRS_DIR, external_pairs_dir, pole_pairs, resolve_poles, split_pairs
 
 log = logging.getLogger(__name__)
 
 
-RM_KEYS = (
-    "seed",
-    "model.prompt_template",
-    "rm.lora_r",
-    "rm.lora_alpha",
-    "rm.lora_dropout",
-    "rm.lora_target_modules",
-    "rm.learning_rate",
-    "rm.lr_scheduler",
-    "rm.warmup_steps",
-    "rm.weight_decay",
-    "rm.num_epochs",
-    "rm.max_steps",
-    "rm.batch_size",
-    "rm.gradient_accumulation_steps",
-    "rm.max_length",
-    "rm.eval_fraction",
-)
+def rm_keys(cfg) -> tuple[str, ...]:
+    """Every setting of the rm section, the model's, and the seed (the pairs are an input, by hash)."""
+    return stage_keys(cfg, ("seed", "model", "rm"))
 
 
 def rm_made_from(cfg, pole: str) -> dict:
     root = RunDir(cfg.run_dir).root
     pairs = external_pairs_dir(cfg) or root / PAIRS_DIR
     inputs = {"base": input_hash(root / "base"), f"pairs/{pole}": input_hash(pairs / f"{pole}.json")}
-    return made_from(cfg, RM_KEYS, inputs)
+    return made_from(cfg, rm_keys(cfg), inputs)
 
 
 def train_rm(cfg) -> list[Path]:

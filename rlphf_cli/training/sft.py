@@ -15,35 +15,30 @@ from rlphf_cli.benchmarks import get_benchmark
 from rlphf_cli.config import to_dict
 from rlphf_cli.errors import UserError
 from rlphf_cli.modeling import build_tiny_model, build_tokenizer, format_prompt, load_tokenizer
-from rlphf_cli.runs import RunDir, made_from
+from rlphf_cli.runs import BENCHMARK_NOT_TRAINED, RunDir, made_from, stage_keys
 from rlphf_cli.training.common import last_checkpoint, log_to_file, trainer_kwargs
 
 log = logging.getLogger(__name__)
 
 
-# what a base depends on: a real base its name; the tiny one the settings that train it
-REAL_BASE_KEYS = ("model.name_or_path",)
-TINY_BASE_KEYS = (
-    *REAL_BASE_KEYS,
-    "seed",
-    "benchmark.name",
-    "benchmark.sft_examples",
-    "benchmark.prompted_fraction",
+# what a base depends on: a real base its model settings; the tiny one every setting that builds and trains it
+TINY_ARCHITECTURE = (
     "model.hidden_size",
     "model.intermediate_size",
     "model.num_hidden_layers",
     "model.num_attention_heads",
     "model.max_position_embeddings",
-    "model.prompt_template",
-    "sft.max_steps",
-    "sft.learning_rate",
-    "sft.batch_size",
-    "sft.warmup_steps",
 )
 
 
+def base_keys(cfg) -> tuple[str, ...]:
+    if cfg.model.name_or_path:
+        return stage_keys(cfg, ("model",), ignore=(*TINY_ARCHITECTURE, "model.prompt_template"))
+    return stage_keys(cfg, ("seed", "benchmark", "model", "sft"), ignore=BENCHMARK_NOT_TRAINED)
+
+
 def base_made_from(cfg) -> dict:
-    return made_from(cfg, REAL_BASE_KEYS if cfg.model.name_or_path else TINY_BASE_KEYS)
+    return made_from(cfg, base_keys(cfg))
 
 
 def train_sft(cfg) -> Path:
