@@ -3,7 +3,8 @@ their own space, and a composite provider routes rows to their own weights."""
 
 import pytest
 import torch
-from helpers import EOS, NAMES, PAD, PROMPTS, tiny_base, with_experts
+from helpers import EOS, NAMES, PAD, tiny_base, with_experts
+from test_engine import PROMPTS
 
 from rlphf_cli.decoding.engine import (
     BASE,

@@ -315,7 +315,8 @@ def test_train_expert_algo_parm_writes_one_artifact_with_a_check_per_pole(tmp_pa
     check = metrics["checks"]["P2A"]
     assert check["decoding"].startswith("greedy, guiding the base") and check["judgments"] == 2
     assert check["sampled"]["samples_per_prompt"] == 1
-    assert "expert.parm" in manifest["made_from"]["config"] and "pairs/P3B" in manifest["made_from"]["inputs"]
+    assert any(k.startswith("expert.parm.") for k in manifest["made_from"]["config"])
+    assert "pairs/P3B" in manifest["made_from"]["inputs"]
     assert (art.path / "pblora.safetensors").is_file() and (art.path / "parm_config.json").is_file()
     stamp = art.manifest_path.stat().st_mtime
     train_expert(compose(overrides))  # complete: skipped
