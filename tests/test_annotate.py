@@ -59,6 +59,7 @@ def answer_for(item: dict, choice: str = "method", rater: str = "r1") -> dict:
     }
 
 
+@pytest.mark.slow
 def test_study_items_swaps_gold_and_repeats(study_run):
     cfg = study_config(study_run)
     study = make_study(cfg)
@@ -180,6 +181,7 @@ def test_no_file_outside_the_page_is_served(study_run, tmp_path_factory):
         assert "TOP-SECRET" not in r.text and "RUN-FILE" not in r.text and "root:" not in r.text
 
 
+@pytest.mark.slow
 def test_a_non_loopback_page_needs_a_token(study_run):
     bad = subprocess.run(
         [sys.executable, "-m", "rlphf_cli", "annotate", f"run_dir={study_run}", "annotate.host=0.0.0.0"],
@@ -223,6 +225,7 @@ def answer_study(cfg, study, raters):
             client.post("/api/answer", json=answer_for(item, choose(item), rater)).raise_for_status()
 
 
+@pytest.mark.slow
 def test_eval_human_win_rates_intervals_and_agreement(study_run, capsys):
     cfg = study_config(study_run)
     study = make_study(cfg)
@@ -275,6 +278,7 @@ def test_eval_human_win_rates_intervals_and_agreement(study_run, capsys):
     assert results["agreement"]["between_raters"]["alpha"] > 0.7
 
 
+@pytest.mark.slow
 def test_eval_human_refusals(study_run):
     base = [f"run_dir={study_run}", *STUDY, "eval.judge.kind=human"]
     with pytest.raises(UserError, match="no study 's1'"):
@@ -306,6 +310,7 @@ def test_krippendorff_alpha_and_cohen_kappa_on_textbook_data():
     assert krippendorff_alpha({1: ["a"], 2: ["b"]})["alpha"] is None  # nothing pairable
 
 
+@pytest.mark.slow
 def test_cli_annotate_serves_and_eval_human_prints_the_table(study_run):
     import socket
     import time
@@ -374,6 +379,7 @@ def test_the_interval_over_raters_is_wider_when_raters_disagree():
     )
 
 
+@pytest.mark.slow
 def test_several_pairs_share_the_items_and_eval_reads_each(study_run):
     write_generations(study_run, "prompted")
     cfg = study_config(study_run, "annotate.baseline=soups,prompted", "annotate.items=8")

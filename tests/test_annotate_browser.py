@@ -18,6 +18,8 @@ from rlphf_cli.config import compose
 from rlphf_cli.evaluation.evaluate import evaluate
 from rlphf_cli.serving.server import ServerThread
 
+pytestmark = pytest.mark.slow  # starts servers or decodes every method: over a second each on 2 cores
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -149,6 +149,7 @@ def test_soup_of_one_adapter_is_the_adapter(arch, merge):
     torch.testing.assert_close(souped, expert, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_reward_adapters_on_the_experts_base_equal_merged_reward_models(arch, tmp_path):
     """train-rm's shape of reward model (a LoRA on the default targets with a score head) scored as an
     adapter beside the experts (stacked LoRA on the causal LM's body) = the merged sequence classifier."""
@@ -251,6 +252,7 @@ def test_targets_that_are_no_linear_layer_are_refused_before_anything_is_written
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_an_architecture_without_a_causal_lm_is_refused_by_name(tmp_path):
     from transformers import T5Config
 

@@ -41,6 +41,7 @@ def _texts(run_dir, method, *overrides) -> dict:
     return {r["prompt_id"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_genarm_with_alpha_zero_is_the_base_token_for_token(random_arm_run, tmp_path):
     base = _texts(random_arm_run, "sft")
     guided = _texts(random_arm_run, "genarm", "generate.genarm_alpha=0")
@@ -154,6 +155,7 @@ def chat_arm_run(tmp_path):
 
 
 @pytest.mark.parametrize("template", ["auto", "chat"])
+@pytest.mark.slow
 def test_arms_train_and_are_checked_on_prompts_in_the_chat_template(chat_arm_run, monkeypatch, template):
     """ARMs see the prompts `generate method=genarm` decodes: the tokenizer's chat template (auto or chat)."""
     from rlphf_cli.modeling import format_prompt, load_tokenizer

@@ -34,6 +34,7 @@ def test_help_lists_every_subcommand():
         assert cmd in out.stdout
 
 
+@pytest.mark.slow
 def test_cfg_prints_resolved_config_from_any_directory(tmp_path):
     out = rlphf("train-sft", "--cfg", "sft.max_steps=7", "max_steps=9", f"run_dir={tmp_path}/r", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -53,6 +54,7 @@ def test_cfg_prints_resolved_config_from_any_directory(tmp_path):
         ("model=nope", "unknown model 'nope'; valid choices: hf, tiny"),
     ],
 )
+@pytest.mark.slow
 def test_bad_overrides_give_one_line_and_exit_2(override, expected):
     out = rlphf("train-sft", override)
     assert out.returncode == 2
@@ -109,6 +111,7 @@ def test_the_run_seed_seeds_generation_and_evaluation_unless_they_have_their_own
     assert (cfg.seed, cfg.generate.seed, cfg.eval.seed) == (3, 5, 6)
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_configs(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],

@@ -119,6 +119,7 @@ def test_missing_generations_are_named_and_the_rest_judged(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["partial"] is True
 
 
+@pytest.mark.slow
 def test_missing_generations_are_generated_first(tmp_path, monkeypatch):
     write_generations(tmp_path, "soups")
     calls = []
@@ -135,6 +136,7 @@ def test_missing_generations_are_generated_first(tmp_path, monkeypatch):
     assert calls == ["pcm"] and (out / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_baseline_all_uses_every_method_that_has_or_can_get_generations(run_dir, monkeypatch):
     write_generations(run_dir, "prompted", generation_rows("prompted", False, seed=3))
 
@@ -179,6 +181,7 @@ class RecordingJudge:
         return [Verdict("TIE") for _ in comparisons]
 
 
+@pytest.mark.slow
 def test_an_up_to_date_evaluation_is_not_judged_again(run_dir):
     cfg = config(run_dir)
     evaluate(cfg)
@@ -201,6 +204,7 @@ def test_a_failed_evaluation_leaves_the_previous_one_untouched(run_dir):
     assert not (run_dir / "eval" / "pcm_vs_soups.partial").exists()
 
 
+@pytest.mark.slow
 def test_cli_eval_baseline_soups_then_report(run_dir):
     def rlphf(*args):
         return subprocess.run(

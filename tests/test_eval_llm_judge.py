@@ -39,6 +39,7 @@ def llm_config(run_dir, base_url, *overrides):
     )
 
 
+@pytest.mark.slow
 def test_llm_judge_agrees_with_the_judge_it_asks_and_caches_every_answer(run_dir, api):
     (out,) = evaluate(llm_config(run_dir, api.base_url, f"eval.judge.api_key={SECRET}"))
     llm = json.loads((out / "results.json").read_text())
@@ -89,6 +90,7 @@ def test_key_from_the_environment(run_dir, api, monkeypatch):
     assert {r["auth"] for r in api.requests} == {f"Bearer {SECRET}"}
 
 
+@pytest.mark.slow
 def test_a_refused_key_fails_at_once(run_dir, api):
     api.status = 401
     with pytest.raises(UserError, match="refused the API key"):
@@ -103,6 +105,7 @@ def closed_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_one_clear_error(run_dir):
     url = f"http://127.0.0.1:{closed_port()}/v1"
     with pytest.raises(UserError, match=r"judge API at .* failed after 3 attempts: Connection error"):
@@ -180,6 +183,7 @@ def test_cache_key_depends_on_order_and_model(tmp_path):
     assert "api_key" not in json.dumps(judge.describe())
 
 
+@pytest.mark.slow
 def test_empty_answers_are_asked_again_and_never_cached(run_dir, api):
     api.empty = 3
     (out,) = evaluate(llm_config(run_dir, api.base_url))
@@ -195,6 +199,7 @@ def test_empty_answers_are_asked_again_and_never_cached(run_dir, api):
     assert not cache.exists() or not cache.read_text().strip()
 
 
+@pytest.mark.slow
 def test_cache_key_and_description_name_the_server_and_the_output_limit(tmp_path):
     base = ["eval.judge.kind=llm", "eval.judge.base_url=http://127.0.0.1:9/v1"]
     judge = LLMJudge(config(tmp_path, *base))

@@ -8,6 +8,7 @@ from rlphf_cli.evaluation.evaluate import evaluate, evaluate_pair
 from rlphf_cli.evaluation.report import report
 
 
+@pytest.mark.slow
 def test_report_gathers_every_evaluation(tmp_path):
     write_generations(tmp_path, "pcm")
     write_generations(tmp_path, "soups")
@@ -45,6 +46,7 @@ def test_report_heading_names_the_run():
     assert run_name(Path("/home/someone/runs/demo/seed2")) == "demo/seed2"
 
 
+@pytest.mark.slow
 def test_report_separates_judges(tmp_path, monkeypatch):
     import rlphf_cli.rewards
 

@@ -82,6 +82,7 @@ def test_launched_processes_errors_keep_their_own_exit_meaning():
     assert isinstance(silent, Failure) and "exit code 137): Killed" in str(silent)
 
 
+@pytest.mark.slow
 def test_a_crash_in_a_launched_process_is_exit_1_with_its_last_error_line(tmp_path, capfd):
     cfg = compose([f"run_dir={tmp_path}", "launcher.num_processes=2"])
     with pytest.raises(

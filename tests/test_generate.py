@@ -17,6 +17,8 @@ from rlphf_cli.decoding.soups import add_soup
 from rlphf_cli.generations import GenerationsFile
 from rlphf_cli.preferences import all_combinations, combination_name
 
+pytestmark = pytest.mark.slow  # starts servers or decodes every method: over a second each on 2 cores
+
 CORE = ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]
 KOALA = Path(__file__).resolve().parents[2] / "shared" / "data" / "koala_test_set.jsonl"
 

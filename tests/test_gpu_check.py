@@ -30,6 +30,7 @@ def gpu_check(monkeypatch):
     return gpu_check
 
 
+@pytest.mark.slow
 def test_refuses_without_cuda_in_one_line(tmp_path):
     out = run_script("--json", str(tmp_path / "r.json"), env={"CUDA_VISIBLE_DEVICES": ""}, timeout=120)
     assert out.returncode == 2
@@ -39,6 +40,7 @@ def test_refuses_without_cuda_in_one_line(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_over_budget_sections_are_skipped_and_named(tmp_path):
     out = run_script(
         "--device", "cpu", "--tiny", "--budget", "1", "--work", str(tmp_path / "w"),

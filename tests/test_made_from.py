@@ -35,6 +35,7 @@ def rlphf(*args):
     )
 
 
+@pytest.mark.slow
 def test_changes_name_keys_and_inputs_and_ignore_what_was_not_recorded():
     cfg = compose(["seed=1"])
     old = made_from(cfg, ["seed", "rm.lora_r"], {"base": "a", "rm/P1A": None})
@@ -90,6 +91,7 @@ def _gen_cfg(run, *more):
     )
 
 
+@pytest.mark.slow
 def test_generations_record_the_experts_they_used_and_stop_when_one_changed(random_run):
     from rlphf_cli.decoding.generate import ensure_generations
     from rlphf_cli.generations import GenerationsFile
@@ -194,6 +196,7 @@ def test_every_key_of_a_stages_sections_is_made_from_unless_it_changes_no_result
     assert not any(k.endswith(("logging_steps", "save_steps")) for k in keys)
 
 
+@pytest.mark.slow
 def test_a_dtype_change_is_refused_and_a_logging_interval_is_not(tmp_path):
     from rlphf_cli.training.expert import expert_made_from
 

@@ -80,6 +80,7 @@ def test_the_pipelines_evaluation_plan_comes_from_the_registry():
     ]
 
 
+@pytest.mark.slow
 def test_a_new_method_is_one_module_and_one_line(tmp_path, monkeypatch):
     """A method registered from outside the package decodes through generate like a built-in one."""
     import json

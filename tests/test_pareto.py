@@ -14,6 +14,8 @@ from rlphf_cli.errors import UserError
 from rlphf_cli.evaluation.pareto import check_pareto, pareto, seeds_section
 from rlphf_cli.evaluation.pareto_scorers import HFRewardModel
 
+pytestmark = pytest.mark.slow  # starts servers or decodes every method: over a second each on 2 cores
+
 TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=2"]
 TEMPLATE = "question: {prompt} answer: {response}"
 

@@ -67,6 +67,7 @@ def _prompts(tokenizer):
     return [tokenizer(t).input_ids for t in texts]
 
 
+@pytest.mark.slow
 def test_the_conditioned_arm_in_the_engine_gives_the_modules_own_log_probs(parm_dir, parm_experts):
     """The PARM at w decoded as one blended row = PBLoRA evaluated directly at w, token by token."""
     experts, tokenizer, config = parm_experts
@@ -251,6 +252,7 @@ def _texts(run_dir, method, *overrides) -> dict:
     return {(r["prompt_id"], r["combination"]): r for r in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_generate_parm_with_beta_zero_is_the_base_and_the_parm_acts_otherwise(random_parm_run, tmp_path):
     base = _texts(random_parm_run, "sft")
     guided = _texts(random_parm_run, "parm", "generate.parm_beta=0")
@@ -284,6 +286,7 @@ def _write_pairs(folder):
     return folder
 
 
+@pytest.mark.slow
 def test_train_expert_algo_parm_writes_one_artifact_with_a_check_per_pole(tmp_path):
     from rlphf_cli.training.expert import train_expert
 

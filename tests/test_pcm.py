@@ -165,6 +165,7 @@ def test_one_hot_pcm_weights_make_the_mixture_that_expert():
     assert mixture_logps(pcm, b).item() == pytest.approx(-0.1 - 0.1 - 2.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_pcm_learns_to_route_between_two_toy_experts():
     torch.manual_seed(0)
     pcm = toy_pcm()
@@ -219,6 +220,7 @@ def test_update_clips_the_gradient_norm():
     assert clipped_moved == pytest.approx(norm / 10, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_pcm_learns_position_dependent_routing():
     """Expert P1A (token 2) is right for the first three response tokens, P1B (token 3) for the last three.
 
@@ -266,6 +268,7 @@ def test_pcm_learns_position_dependent_routing():
     assert (on_first > 0.8).all() and (on_rest > 0.8).all(), (on_first, on_rest)
 
 
+@pytest.mark.slow
 def test_pcm_trained_on_weighted_preferences_follows_the_weights():
     """Rows carry preference weights w on P1A (token 2) and 1 - w on P1B (token 3), w anywhere in [0, 1],
     and earn w * (share of 2) + (1 - w) * (share of 3). Moving weight from P1B to P1A must move the

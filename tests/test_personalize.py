@@ -142,6 +142,7 @@ def candidates_run(tmp_path):
 CANDIDATES = "candidate_prompts=6"  # the fixture's candidates: other settings would decode new ones
 
 
+@pytest.mark.slow
 def test_interactive_answers_from_stdin_write_the_user_file_and_resume(candidates_run):
     run_dir, _ = candidates_run
     args = ["personalize", f"run_dir={run_dir}", "mode=interactive", "user=alice", "questions=5", CANDIDATES]
@@ -173,6 +174,7 @@ def test_interactive_answers_from_stdin_write_the_user_file_and_resume(candidate
     assert pref.user == "alice" and pref.weights == pytest.approx(list(user["mixture"].values()), abs=1e-3)
 
 
+@pytest.mark.slow
 def test_fit_recovers_a_judge_consistent_user(candidates_run, tmp_path):
     run_dir, rows = candidates_run
     bench = get_benchmark(compose([]).benchmark)
@@ -215,6 +217,7 @@ def test_fit_recovers_a_judge_consistent_user(candidates_run, tmp_path):
         ({"strengths": {}}, "needs a `mixture`"),
     ],
 )
+@pytest.mark.slow
 def test_bad_user_files_are_one_line_errors(tmp_path, body, message):
     (tmp_path / "users").mkdir()
     (tmp_path / "users" / "bad.json").write_text(json.dumps(body))
@@ -223,6 +226,7 @@ def test_bad_user_files_are_one_line_errors(tmp_path, body, message):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_bad_answers_and_modes_are_one_line_errors(tmp_path):
     bad = tmp_path / "a.jsonl"
     bad.write_text(json.dumps({"prompt": "p", "response_a": "x", "response_b": "y", "choice": "C"}) + "\n")
@@ -232,6 +236,7 @@ def test_bad_answers_and_modes_are_one_line_errors(tmp_path):
     assert out.returncode == 2 and "unknown personalize.mode" in out.stderr
 
 
+@pytest.mark.slow
 def test_simulate_curves_without_decoding(candidates_run):
     run_dir, _ = candidates_run
     out = rlphf(

@@ -30,6 +30,7 @@ def web_config(run_dir, *overrides):
     )
 
 
+@pytest.mark.slow
 def test_web_questions_save_each_answer_resume_and_write_the_user_file(candidates_run):  # noqa: F811
     run_dir, _ = candidates_run
     make_random_expert_run(run_dir)  # a base and random experts: enough to decode a response with mod
@@ -104,6 +105,7 @@ def test_chart_labels_are_escaped_and_bars_follow_the_weights():
     )
 
 
+@pytest.mark.slow
 def test_the_page_needs_a_token_off_loopback(candidates_run, tmp_path):  # noqa: F811
     import subprocess
     import sys

@@ -65,6 +65,7 @@ def test_recipe_sets_the_papers_defaults(tmp_path):
         (lambda d: (d / "koala_eval_50.json").unlink(), "not found"),
     ],
 )
+@pytest.mark.slow
 def test_bad_release_files(tmp_path, mutate, message):
     data = write_release(tmp_path / "psoups")
     mutate(data)

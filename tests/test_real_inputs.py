@@ -95,6 +95,7 @@ def test_bad_prompt_datasets_are_one_line_errors(tmp_path):
         load_prompt_dataset(str(tmp_path / "plain"))
 
 
+@pytest.mark.slow
 def test_preference_in_prompt_per_method(tmp_path):
     from rlphf_cli.decoding.generate import ensure_generations, preference_in_prompt
     from rlphf_cli.methods import NAMES

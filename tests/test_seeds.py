@@ -168,6 +168,7 @@ def test_judges_are_never_averaged_together(tmp_path):
     assert rows_after(text, "## Judge: llm (judge-7b at http://localhost:8000/v1)")["pcm"] == ["20.0 n=1"]
 
 
+@pytest.mark.slow
 def test_report_on_the_seeds_parent_writes_report_md(tmp_path):
     for n in (0, 1):
         run = tmp_path / f"seed{n}"

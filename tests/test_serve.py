@@ -23,6 +23,8 @@ from rlphf_cli.serving.batching import Lane, Row
 from rlphf_cli.serving.methods import Backend
 from rlphf_cli.serving.server import ServerThread, build_app
 
+pytestmark = pytest.mark.slow  # starts servers or decodes every method: over a second each on 2 cores
+
 NAMES_SERVED = tuple(METHOD_NAMES)  # every registered method: the run holds experts, ARMs and a PCM
 PROMPTS = ["what is a cloud", "explain the moon to me", "why do birds sing"]
 TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=2"]

@@ -51,6 +51,7 @@ def rlphf(monkeypatch, capsys, tmp_path):
         (["pipeline", "generate.batch_size=0"], "generate.batch_size must be at least 1"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_nothing_written(rlphf, args, message):
     code, err, written = rlphf(*args)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")

@@ -87,6 +87,7 @@ def test_two_weightings_of_the_same_poles_decode_differently_with_soups(run_dir,
     (run_dir / "generations" / "soups.manifest.json").unlink()
 
 
+@pytest.mark.slow
 def test_mod_keys_on_weights_and_uniform_ignores_them(run_dir):
     first = ensure_generations(small(run_dir, "generate.preference='P1A:0.9,P2B:0.1'"), "mod")
     both = texts(ensure_generations(small(run_dir, f"generate.preference='{TWO}'"), "mod"))
