@@ -23,10 +23,10 @@ import torch
 
 from rlphf_cli.adapters import base_model_path, explain_load_failure, lora_config
 from rlphf_cli.benchmarks import get_benchmark
-from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
+from rlphf_cli.decoding.engine import BASE, AdapterExperts, Sampler
 from rlphf_cli.decoding.generate import genarm_weights
 from rlphf_cli.modeling import format_prompt, load_causal_lm, load_tokenizer, resolve_device
-from rlphf_cli.training.common import common_args, fit, judge_against_base
+from rlphf_cli.training.common import common_args, fit, guided_texts, judge_against_base
 from rlphf_cli.training.expert_config import setting
 from rlphf_cli.training.pairs import pole_pairs
 from rlphf_cli.training.rm import rm_rows
@@ -104,27 +104,8 @@ def guided_check(cfg, pole: str, adapter_dir: Path) -> dict:
     prompts = bench.eval_prompts()
     ids = [tokenizer(format_prompt(cfg.model.prompt_template, p.text, tokenizer)).input_ids for p in prompts]
 
-    def run(active: list[str], weights: list[float], n: int, sampler: Sampler) -> list[list[str]]:
-        flat = [i for i in ids for _ in range(n)]
-        generator = torch.Generator(device).manual_seed(cfg.seed + 1)
-        texts = []
-        for start in range(0, len(flat), 64):
-            batch = flat[start : start + 64]
-            out = decode(
-                experts,
-                FixedWeights(torch.tensor([weights] * len(batch), device=device)),
-                batch,
-                active,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                max_new_tokens=cfg.expert.max_new_tokens,
-                mixing="log",
-                sampler=sampler,
-                generator=generator,
-                device=device,
-            )
-            texts += [tokenizer.decode(t, skip_special_tokens=True).strip() for t in out.tokens]
-        return [texts[j * n : (j + 1) * n] for j in range(len(ids))]
+    def run(active: list, weights: list[float], n: int, sampler: Sampler) -> list[list[str]]:
+        return guided_texts(cfg, experts, tokenizer, ids, active, weights, n, sampler)
 
     def both(n: int, sampler: Sampler) -> dict:
         guided = run([BASE, name], genarm_weights([1.0], alpha), n, sampler)

@@ -12,6 +12,7 @@ from rlphf_cli import tracking
 from rlphf_cli.adapters import (
     base_model_path as base_model_path,  # re-exported: training/pcm.py imports it here
 )
+from rlphf_cli.decoding.engine import FixedWeights, decode
 from rlphf_cli.errors import UserError
 from rlphf_cli.modeling import torch_dtype
 from rlphf_cli.training.expert_config import setting
@@ -141,3 +142,30 @@ def judge_against_base(bench, pole: str, prompts, expert_out, base_out) -> dict:
         "invalid_base": sum(s < 0 for s in score_b) / len(score_b),
         "eval_prompts": len(prompts),
     }
+
+
+def guided_texts(cfg, experts, tokenizer, ids, active, weights, n: int, sampler) -> list[list[str]]:
+    """n log-space-guided outputs per prompt (`ids`) of one expert list and weights, in batches of 64, from
+    the same random stream every time (so the base alone and the base guided see the same draws): the
+    own-pole checks of the ARMs and of PARM."""
+    flat = [i for i in ids for _ in range(n)]
+    device = next(experts.model.parameters()).device
+    generator = torch.Generator(device).manual_seed(cfg.seed + 1)
+    texts = []
+    for start in range(0, len(flat), 64):
+        batch = flat[start : start + 64]
+        out = decode(
+            experts,
+            FixedWeights(torch.tensor([weights] * len(batch), device=device)),
+            batch,
+            active,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            max_new_tokens=cfg.expert.max_new_tokens,
+            mixing="log",
+            sampler=sampler,
+            generator=generator,
+            device=device,
+        )
+        texts += [tokenizer.decode(t, skip_special_tokens=True).strip() for t in out.tokens]
+    return [texts[j * n : (j + 1) * n] for j in range(len(ids))]

@@ -313,10 +313,10 @@ def parm_check(cfg, work: Path) -> dict:
     The base alone is decoded once for every pole. {} when the benchmark has no programmatic judge."""
     from rlphf_cli.adapters import explain_load_failure
     from rlphf_cli.benchmarks import get_benchmark
-    from rlphf_cli.decoding.engine import BASE, AdapterExperts, FixedWeights, Sampler, decode
+    from rlphf_cli.decoding.engine import BASE, AdapterExperts, Sampler
     from rlphf_cli.modeling import load_causal_lm, load_tokenizer, resolve_device
     from rlphf_cli.pblora import add_parm_adapters, parm_blend
-    from rlphf_cli.training.common import judge_against_base
+    from rlphf_cli.training.common import guided_texts, judge_against_base
 
     bench = get_benchmark(cfg.benchmark)
     if not hasattr(bench, "compare"):
@@ -333,27 +333,7 @@ def parm_check(cfg, work: Path) -> dict:
     ids = [tokenizer(format_prompt(cfg.model.prompt_template, p.text, tokenizer)).input_ids for p in prompts]
 
     def run(active: list, weights: list[float], n: int, sampler: Sampler) -> list[list[str]]:
-        """n outputs per prompt of one expert list and weights, from the same random stream every time."""
-        flat = [i for i in ids for _ in range(n)]
-        generator = torch.Generator(device).manual_seed(cfg.seed + 1)
-        texts = []
-        for start in range(0, len(flat), 64):
-            batch = flat[start : start + 64]
-            out = decode(
-                experts,
-                FixedWeights(torch.tensor([weights] * len(batch), device=device)),
-                batch,
-                active,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                max_new_tokens=cfg.expert.max_new_tokens,
-                mixing="log",
-                sampler=sampler,
-                generator=generator,
-                device=device,
-            )
-            texts += [tokenizer.decode(t, skip_special_tokens=True).strip() for t in out.tokens]
-        return [texts[j * n : (j + 1) * n] for j in range(len(ids))]
+        return guided_texts(cfg, experts, tokenizer, ids, active, weights, n, sampler)
 
     def judged(n: int, sampler: Sampler) -> dict[str, dict]:
         alone = run([BASE], [1.0], n, sampler)  # once for every pole
