@@ -62,3 +62,26 @@ def test_pruning_merges_prune_and_dare_is_the_same_soup_every_time(model):
     torch.testing.assert_close(delta(layer, b), first)
     with pytest.raises(UserError, match="soups_density"):
         add_soup(model, ["P1A", "P2B"], [0.4, 0.6], "dare_linear_svd", density=0.0)
+
+
+def test_svd_merges_whose_summed_rank_exceeds_a_layer_cut_at_its_width():
+    """Two r=24 experts on 32-wide layers: the summed rank 48 is more than the layers have (peft crashed)."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlphf_cli.benchmarks import get_benchmark
+    from rlphf_cli.config import compose
+    from rlphf_cli.modeling import build_tiny_model, build_tokenizer
+
+    cfg = compose(["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1"])
+    tokenizer = build_tokenizer(get_benchmark(cfg.benchmark).vocabulary_text())
+    lora = LoraConfig(r=24, lora_alpha=24, target_modules=["v_proj", "up_proj"], lora_dropout=0.0)
+    model = get_peft_model(build_tiny_model(cfg.model, tokenizer, 0), lora, adapter_name="P1A")
+    model.add_adapter("P2B", lora)
+    gen = torch.Generator().manual_seed(0)
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            p.data.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    layer = model.base_model.model.model.layers[0].mlp.up_proj
+    d1, d2 = delta(layer, "P1A"), delta(layer, "P2B")
+    dare = add_soup(model, ["P1A", "P2B"], [0.3, 0.7], "dare_linear_svd", density=1.0)
+    torch.testing.assert_close(delta(layer, dare), 0.3 * d1 + 0.7 * d2, atol=1e-4, rtol=1e-3)

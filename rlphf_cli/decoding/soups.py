@@ -64,6 +64,9 @@ def add_soup(
         kept = [(p, float(w)) for p, w in zip(poles, weights, strict=True) if w > 0]
         scale = len(kept) if merge == "ties_svd" else 1
         rank = sum(model.peft_config[p].r for p, _ in kept)
+        # peft's SVD keeps `svd_rank` singular values of every layer's delta; a layer narrower than the summed
+        # rank has only min(in, out) of them (more crashes peft), and cutting there loses nothing
+        rank = min([rank, *_narrowest(model, kept[0][0])])
         with torch.random.fork_rng(devices=[]):  # DARE's random drops: the same soup for the same name
             torch.manual_seed(zlib.crc32(name.encode()))
             model.add_weighted_adapter(
@@ -89,3 +92,12 @@ def add_soup(
                 param.copy_(sum(w * s for w, s in zip(weights, sources, strict=True)))
     model.eval()  # new adapter modules start in training mode, which per-row adapter names refuse
     return name
+
+
+def _narrowest(model, adapter: str) -> list[int]:
+    """min(in, out) of every layer that carries `adapter`."""
+    return [
+        min(m.lora_A[adapter].weight.shape[1], m.lora_B[adapter].weight.shape[0])
+        for m in model.modules()
+        if hasattr(m, "lora_A") and adapter in getattr(m, "lora_A", {})
+    ]
